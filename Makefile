@@ -1,0 +1,33 @@
+# Two commands: `make demo` and `make test`. Each sets up its own venv on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch must be installed before anything can pull a CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/lmforge run
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+bench: setup
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,163 @@
+"""`lmforge`: one thin verb per lifecycle stage. Each parses, loads its config, calls the stage.
+
+Known failures (bad config, bad data, bad artifact, diverged training) print one line naming
+the file/key and exit with status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+tokenizer_app = typer.Typer(help="Train a tokenizer, or pack documents into token shards.",
+                            no_args_is_help=True)
+model_app = typer.Typer(help="Inspect model presets.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(model_app, name="model")
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config file.", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: KEY=VALUE "
+                                                       "(dotted keys, e.g. train.lr=3e-4). Repeatable.")]
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from lmforge.artifacts import ArtifactError
+    from lmforge.config import ConfigError
+    from lmforge.data import DataError
+    from lmforge.train import CheckpointError, TrainingDiverged
+
+    return ConfigError, DataError, ArtifactError, CheckpointError, TrainingDiverged
+
+
+def guarded(func):
+    """Turn the project's own errors into `error: <one line>` and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except _known_errors() as err:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@guarded
+def run(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config.")] = None,
+        set_: SetOpt = None) -> None:
+    """The whole lifecycle on the built-in corpus (or corpus.sources): corpus -> model -> sample."""
+    from lmforge.config import load
+    from lmforge.pipeline import RunConfig, run_pipeline
+
+    summary = run_pipeline(load(RunConfig, config, set_))
+    result = summary.pretrain
+    if result.ppl_before is not None:
+        typer.echo(f"validation perplexity before training: {result.ppl_before:,.1f}")
+    typer.echo(f"validation perplexity after {result.steps} steps: {result.ppl_after:,.2f}")
+    typer.echo(f"model folder: {summary.model_dir}")
+    typer.echo(f"sample: {summary.sample}")
+
+
+@app.command("pretrain")
+@guarded
+def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None,
+                 resume: Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, "
+                                                          "or a checkpoint folder.")] = "auto") -> None:
+    """Pretrain a model on packed tokens; checkpoints, metrics and the model folder under OUT."""
+    from lmforge.config import load
+    from lmforge.train import PretrainConfig, pretrain
+
+    cfg = load(PretrainConfig, config, set_)
+    result = pretrain(cfg, resume=None if resume == "none" else resume)
+    typer.echo(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps")
+    typer.echo(f"model folder: {result.model_dir}")
+
+
+@app.command("generate")
+@guarded
+def generate_cmd(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 50,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample from the k likeliest.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Nucleus mass.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
+) -> None:
+    """Continue a prompt with a model folder (cached recurrence: one step per new token)."""
+    from tokenizers import Tokenizer
+
+    from lmforge.model import generate
+    from lmforge.model.folder import load_model, read_model_config
+
+    read_model_config(model)  # one-line error for a folder that is not a model
+    net = load_model(model)
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    ids = tokenizer.encode(prompt).ids or [tokenizer.token_to_id("<bos>")]
+    new = generate(net, ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                   eos_id=tokenizer.token_to_id("<eos>"))
+    typer.echo(tokenizer.decode(ids + new))
+
+
+@tokenizer_app.command("train")
+@guarded
+def tokenizer_train(config: ConfigArg = None, set_: SetOpt = None,
+                    data: Annotated[Optional[list[Path]], typer.Option(help="Input file/folder.")] = None,
+                    out: Annotated[Optional[Path], typer.Option(help="Tokenizer folder.")] = None) -> None:
+    """Train a byte-level BPE tokenizer (HF tokenizers) on JSONL/.txt documents."""
+    from lmforge.config import load
+    from lmforge.tokenizer import TokenizerTrainConfig, run_train
+
+    cfg = load(TokenizerTrainConfig, config, _with_paths(set_, data, out))
+    typer.echo(f"tokenizer: {run_train(cfg)}")
+
+
+@tokenizer_app.command("pack")
+@guarded
+def tokenizer_pack(config: ConfigArg = None, set_: SetOpt = None,
+                   data: Annotated[Optional[list[Path]], typer.Option(help="Input file/folder.")] = None,
+                   out: Annotated[Optional[Path], typer.Option(help="Token shard folder.")] = None) -> None:
+    """Tokenize documents into uint16/uint32 shards plus a document index for training."""
+    from lmforge.config import load
+    from lmforge.tokenizer import PackConfig, run_pack
+
+    cfg = load(PackConfig, config, _with_paths(set_, data, out))
+    typer.echo(f"tokens: {run_pack(cfg)}")
+
+
+def _with_paths(overrides: list[str] | None, data: list[Path] | None, out: Path | None) -> list[str]:
+    extra = list(overrides or [])
+    if data:
+        extra.append("data=[" + ", ".join(f"'{p}'" for p in data) + "]")
+    if out:
+        extra.append(f"out='{out}'")
+    return extra
+
+
+@model_app.command("info")
+@guarded
+def model_info(preset: Annotated[str, typer.Argument(help="Preset name (tiny, small, base-768, ...).")],
+               set_: SetOpt = None) -> None:
+    """Parameters, memory and FLOPs of a preset (built on the meta device: costs nothing)."""
+    from lmforge.config import build, parse_overrides
+    from lmforge.model import ModelConfig, describe
+    from lmforge.model.info import format_description
+
+    cfg = build(ModelConfig, {"preset": preset, **parse_overrides(set_ or [])}, source="model")
+    typer.echo(format_description(describe(cfg)))
+
+
+def main() -> None:
+    app(prog_name="lmforge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

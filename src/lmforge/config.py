@@ -1,0 +1,117 @@
+"""Typed stage configs: YAML files plus `--set a.b=value` overrides, strict about keys.
+
+Every stage has one pydantic model (subclass of `Config`) living next to the stage. This module
+only holds the shared machinery, so that the lowest layer never imports a stage.
+A wrong key or type fails before any work starts, with the file, the dotted key and what was
+expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and key."""
+
+
+class Config(BaseModel):
+    """Base of every stage config: unknown keys are errors, field docstrings are the help."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `["train.lr=3e-4", "model.preset=tiny"]` into a nested dict; values are YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.lr=3e-4")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair!r}: {part!r} is set both as a value and as a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    return nested
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge where `extra` wins; neither input is modified."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for a missing, unreadable or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config ({err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def build(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    """Validate `data` as `cls`, turning pydantic's report into one line per bad key."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(cls, e) for e in err.errors())) from None
+
+
+def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Load `path` (optional) as `cls`, then apply `--set` overrides on top."""
+    data = read_yaml(path) if path is not None else {}
+    data = deep_merge(data, parse_overrides(overrides or []))
+    return build(cls, data, source=str(path) if path is not None else "config")
+
+
+def _describe(cls: type[Config], error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        valid = _fields_at(cls, error["loc"][:-1])
+        hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
+        return f"unknown key {key!r}{hint}"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the nested model found by following `loc` from `cls`."""
+    model: Any = cls
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain JSON types, as it goes into manifests."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,75 @@
+"""The model folder: the contract between training, compression, export and serving.
+
+`models/<m>/` holds config.json (architecture), model.safetensors (weights), tokenizer.json,
+heads.json (which heads, their label names) and manifest.json. Everything that loads a model
+goes through `load_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_model as load_safetensors
+from safetensors.torch import save_model as save_safetensors
+
+from lmforge.artifacts import ArtifactError, atomic_dir, atomic_write_json, write_manifest
+from lmforge.model.config import ModelConfig
+from lmforge.model.xl import Transformer
+
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "heads.json")
+
+
+def tokenizer_file(path: str | Path) -> Path:
+    """Accept a tokenizer folder, a model folder or the tokenizer.json itself."""
+    path = Path(path)
+    found = path / "tokenizer.json" if path.is_dir() else path
+    if not found.is_file():
+        raise ArtifactError(f"{path}: no tokenizer.json found (expected a tokenizer or model folder)")
+    return found
+
+
+def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig, tokenizer: str | Path,
+                      heads: dict[str, Any], config_used: dict[str, Any] | None = None,
+                      parents: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
+                      stage: str = "pretrain") -> Path:
+    """Write a complete model folder atomically (replacing an older one of the same name)."""
+    path = Path(path)
+    with atomic_dir(path, overwrite=True) as tmp:
+        atomic_write_json(tmp / "config.json", config.model_dump(mode="json", exclude={"preset"}))
+        save_safetensors(model, str(tmp / "model.safetensors"))
+        shutil.copyfile(tokenizer_file(tokenizer), tmp / "tokenizer.json")
+        atomic_write_json(tmp / "heads.json", {"heads": heads})
+        write_manifest(tmp, stage, config_used, parents, extra)
+    return path
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    for name in FILES:
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path}: not a model folder ({name} is missing)")
+    try:
+        return ModelConfig.model_validate(json.loads((path / "config.json").read_text()))
+    except (json.JSONDecodeError, ValidationError) as err:
+        raise ArtifactError(f"{path / 'config.json'}: invalid model config ({err})") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Build the architecture from config.json and load the weights, strictly."""
+    path = Path(path)
+    model = Transformer(read_model_config(path))
+    try:
+        load_safetensors(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ArtifactError(f"{path / 'model.safetensors'}: weights do not fit config.json ({first})") from None
+    return model.to(device).eval()
+
+
+def read_heads(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "heads.json").read_text())["heads"]

@@ -1,0 +1,113 @@
+"""`lmforge run`: the whole lifecycle, stage after stage, through artifact folders.
+
+Stages never call each other in memory: each reads the folder the previous one wrote, so a
+re-run skips every stage whose artifact is complete and resumes training where it stopped.
+Later issues add their stages (curation, heads, compression, export, serving) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from tokenizers import Tokenizer
+
+from lmforge.artifacts import MANIFEST, run_layout, write_manifest
+from lmforge.config import Config, to_dict
+from lmforge.data import generate_corpus, read_documents, write_documents
+from lmforge.model import ModelConfig, generate
+from lmforge.model.folder import load_model
+from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
+from lmforge.train import PretrainConfig, PretrainResult, TrainSettings, pretrain
+
+
+class CorpusSettings(Config):
+    sources: list[Path] = []
+    """Your own JSONL / .txt files or folders; empty means the built-in synthetic corpus."""
+    seed: int = 0
+    """Seed of the built-in corpus generator."""
+    size_mb: float = Field(3.0, gt=0)
+    """Size of the built-in corpus in MB of text."""
+
+
+class TokenizerSettings(Config):
+    vocab_size: int = Field(8192, ge=300)
+    """Byte-level BPE vocabulary size, special tokens included."""
+    min_frequency: int = Field(2, ge=1)
+    """Pairs seen fewer times are never merged."""
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    """Share of documents packed into the validation split."""
+
+
+class RunConfig(Config):
+    name: str = "quickstart"
+    """Run name: everything goes to ROOT/NAME/."""
+    root: Path = Path("runs")
+    """Folder holding all runs."""
+    corpus: CorpusSettings = CorpusSettings()
+    """Where the text comes from."""
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    """Tokenizer training and packing."""
+    model: ModelConfig = ModelConfig(preset="tiny")
+    """Architecture of the pretrained model."""
+    train: TrainSettings = TrainSettings()
+    """Pretraining settings."""
+    sample_prompt: str = "The"
+    """Prompt of the sample printed at the end."""
+    sample_tokens: int = Field(40, gt=0)
+    """Tokens to generate for the sample."""
+
+
+@dataclass
+class RunSummary:
+    root: Path
+    model_dir: Path
+    pretrain: PretrainResult
+    sample: str
+
+
+def run_pipeline(cfg: RunConfig, say=print) -> RunSummary:
+    """corpus -> tokenizer -> pack -> pretrain -> model folder -> sample, under ROOT/NAME/."""
+    layout = run_layout(cfg.root, cfg.name)
+    dataset = layout["datasets"] / "default"
+    _corpus(cfg.corpus, dataset, say)
+    tokenizer_dir = layout["tokenizers"] / "default"
+    if not (tokenizer_dir / MANIFEST).exists():
+        say(f"[tokenizer] training byte-level BPE (vocab {cfg.tokenizer.vocab_size}) -> {tokenizer_dir}")
+        run_train(TokenizerTrainConfig(data=[dataset], vocab_size=cfg.tokenizer.vocab_size,
+                                       min_frequency=cfg.tokenizer.min_frequency, out=tokenizer_dir))
+    tokens_dir = dataset / "tokens"
+    if not (tokens_dir / MANIFEST).exists():
+        say(f"[pack] tokenizing into shards -> {tokens_dir}")
+        run_pack(PackConfig(data=[dataset], tokenizer=tokenizer_dir, out=tokens_dir,
+                            val_fraction=cfg.tokenizer.val_fraction))
+    say(f"[pretrain] {cfg.model.preset or 'custom'} model, {cfg.train.steps} steps")
+    result = pretrain(PretrainConfig(name=cfg.name, out=layout["root"], model=cfg.model,
+                                     data={"tokens": tokens_dir, "tokenizer": tokenizer_dir},
+                                     train=cfg.train), resume="auto")
+    sample = _sample(result.model_dir, cfg.sample_prompt, cfg.sample_tokens, cfg.train.seed)
+    write_manifest(layout["root"], "run", to_dict(cfg), parents=[result.model_dir],
+                   extra={"ppl_before": result.ppl_before, "ppl_after": result.ppl_after})
+    return RunSummary(layout["root"], result.model_dir, result, sample)
+
+
+def _corpus(settings: CorpusSettings, dataset: Path, say) -> None:
+    if (dataset / MANIFEST).exists():
+        return
+    if settings.sources:
+        say(f"[corpus] reading {len(settings.sources)} source(s) -> {dataset}")
+        write_documents(dataset / "documents.jsonl.gz", read_documents(settings.sources))
+    else:
+        say(f"[corpus] generating the built-in corpus ({settings.size_mb} MB, seed {settings.seed})")
+        generate_corpus(dataset, seed=settings.seed, size_mb=settings.size_mb)
+    write_manifest(dataset, "corpus", to_dict(settings), parents=settings.sources)
+
+
+def _sample(model_dir: Path, prompt: str, max_tokens: int, seed: int) -> str:
+    model = load_model(model_dir)
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    ids = tokenizer.encode(prompt).ids
+    new = generate(model, ids, max_tokens, temperature=0.8, top_k=50, seed=seed,
+                   eos_id=tokenizer.token_to_id("<eos>"))
+    return tokenizer.decode(ids + new)

@@ -1,0 +1,56 @@
+"""The two pretraining objectives, as (inputs, labels, causal) makers plus a summed loss.
+
+Losses are returned as a *sum* over target tokens together with the target count, so that the
+loop can divide by the number of targets in the whole optimizer batch. Averaging per
+micro-batch instead would weight tokens unequally whenever micro-batches hold different
+numbers of targets (always, for the masked objective): the classic gradient-accumulation bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.model import mask_tokens
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Objective:
+    """How a batch of segments becomes model inputs and targets."""
+
+    kind: str  # "causal" | "masked"
+    mask_id: int = 0
+    vocab_size: int = 0
+    special_ids: tuple[int, ...] = ()
+    mask_prob: float = 0.15
+    seed: int = 0
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "causal"
+
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels for one micro-batch; `draw` numbers the batch draw.
+
+        The masked objective draws a fresh mask for every draw (dynamic masking), seeded by
+        (seed, draw) so that a resumed run draws exactly the masks the original would have.
+        """
+        if self.causal:
+            return x, y
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + draw)
+        return mask_tokens(x, mask_id=self.mask_id, vocab_size=self.vocab_size,
+                           special_ids=self.special_ids, generator=generator, prob=self.mask_prob)
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    return int((labels != IGNORE).sum())
+
+
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over target positions (labels == -100 are skipped)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
+                           reduction="sum")

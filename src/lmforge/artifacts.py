@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ArtifactError(ValueError):
@@ -31,6 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are shared like any file
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -59,6 +62,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise ArtifactError(f"{path}: already exists; remove it or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_UMASK)
     try:
         yield tmp
         if path.exists():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,8 +21,8 @@ model_app = typer.Typer(help="Inspect model presets.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 
-ConfigArg = Annotated[Optional[Path], typer.Argument(help="YAML config file.", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting: KEY=VALUE "
+ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE "
                                                        "(dotted keys, e.g. train.lr=3e-4). Repeatable.")]
 
 
@@ -51,7 +51,7 @@ def guarded(func):
 
 @app.command()
 @guarded
-def run(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config.")] = None,
+def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")] = None,
         set_: SetOpt = None) -> None:
     """The whole lifecycle on the built-in corpus (or corpus.sources): corpus -> model -> sample."""
     from lmforge.config import load
@@ -88,9 +88,9 @@ def generate_cmd(
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "",
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 50,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample from the k likeliest.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Nucleus mass.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling.")] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Sample from the k likeliest.")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Nucleus mass.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
 ) -> None:
     """Continue a prompt with a model folder (cached recurrence: one step per new token)."""
     from tokenizers import Tokenizer
@@ -110,8 +110,8 @@ def generate_cmd(
 @tokenizer_app.command("train")
 @guarded
 def tokenizer_train(config: ConfigArg = None, set_: SetOpt = None,
-                    data: Annotated[Optional[list[Path]], typer.Option(help="Input file/folder.")] = None,
-                    out: Annotated[Optional[Path], typer.Option(help="Tokenizer folder.")] = None) -> None:
+                    data: Annotated[list[Path] | None, typer.Option(help="Input file/folder.")] = None,
+                    out: Annotated[Path | None, typer.Option(help="Tokenizer folder.")] = None) -> None:
     """Train a byte-level BPE tokenizer (HF tokenizers) on JSONL/.txt documents."""
     from lmforge.config import load
     from lmforge.tokenizer import TokenizerTrainConfig, run_train
@@ -123,8 +123,8 @@ def tokenizer_train(config: ConfigArg = None, set_: SetOpt = None,
 @tokenizer_app.command("pack")
 @guarded
 def tokenizer_pack(config: ConfigArg = None, set_: SetOpt = None,
-                   data: Annotated[Optional[list[Path]], typer.Option(help="Input file/folder.")] = None,
-                   out: Annotated[Optional[Path], typer.Option(help="Token shard folder.")] = None) -> None:
+                   data: Annotated[list[Path] | None, typer.Option(help="Input file/folder.")] = None,
+                   out: Annotated[Path | None, typer.Option(help="Token shard folder.")] = None) -> None:
     """Tokenize documents into uint16/uint32 shards plus a document index for training."""
     from lmforge.config import load
     from lmforge.tokenizer import PackConfig, run_pack

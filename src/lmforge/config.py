@@ -8,6 +8,7 @@ expected.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,8 +41,18 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {pair!r}: {part!r} is set both as a value and as a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        node[leaf] = _scalar(raw)
     return nested
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def _scalar(raw: str) -> Any:
+    """A YAML scalar, except that `3e-4` is a number (YAML 1.1 wants `3.0e-4`; users don't)."""
+    if not raw.strip():
+        return ""
+    return float(raw) if _NUMBER.match(raw.strip()) else yaml.safe_load(raw)
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +84,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, "
+                          f"got {type(data).__name__}")
     return data
 
 

@@ -67,7 +67,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
         load_safetensors(model, str(path / "model.safetensors"), strict=True, device=str(device))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise ArtifactError(f"{path / 'model.safetensors'}: weights do not fit config.json ({first})") from None
+        raise ArtifactError(f"{path / 'model.safetensors'}: weights do not fit config.json "
+                            f"({first})") from None
     return model.to(device).eval()
 
 

@@ -74,18 +74,18 @@ def accumulate_gradients(model: Transformer, objective: Objective, x: torch.Tens
                          bf16: bool = False) -> tuple[float, int, Mems]:
     """Backward over the micro-batches of one batch; returns mean loss, target count, new mems.
 
-    Targets are made for every micro-batch first, because the normaliser is their total.
+    Targets are made for the whole batch first: their total is the normaliser, and the masks
+    must not depend on how the batch is split.
     """
-    micro = [(x[i:i + micro_batch_size], y[i:i + micro_batch_size])
-             for i in range(0, x.shape[0], micro_batch_size)]
-    prepared = [objective.prepare(mx, my, draw * len(micro) + k) for k, (mx, my) in enumerate(micro)]
-    total_targets = max(sum(count_targets(labels) for _, labels in prepared), 1)
+    inputs, labels = objective.prepare(x, y, draw)
+    total_targets = max(count_targets(labels), 1)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     loss_sum, new_mems = 0.0, []
-    for k, (inputs, labels) in enumerate(prepared):
+    for k, start in enumerate(range(0, x.shape[0], micro_batch_size)):
+        rows = slice(start, start + micro_batch_size)
         with autocast:
-            out = model(inputs, mems[k] if mems else None, causal=objective.causal)
-            loss = summed_loss(out.logits, labels)
+            out = model(inputs[rows], mems[k] if mems else None, causal=objective.causal)
+            loss = summed_loss(out.logits, labels[rows])
         (loss / total_targets).backward()
         loss_sum += float(loss.detach())
         new_mems.append(out.mems)

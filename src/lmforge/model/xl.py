@@ -1,0 +1,184 @@
+"""The backbone: a pre-LN Transformer with Transformer-XL segment-level recurrence.
+
+Each layer keeps its inputs from earlier segments as memory; a segment's keys and values are
+computed over cat(memory, current), so a query at segment position i sees `mlen + i + 1` tokens
+while gradients stay inside the current segment (memory is detached). The position encoding
+(`config.position`) only changes how scores are formed, see `positions.py`.
+
+Shapes: B batch, T segment length, M memory length, K = M + T keys, D width, H heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.model.config import ModelConfig
+from lmforge.model.positions import ATTENTION_CORES, AttentionCore, RelativeAttention
+
+
+@dataclass
+class ModelOutput:
+    hidden: Tensor
+    """[B, T, D] after the final LayerNorm: what task heads read."""
+    logits: Tensor
+    """[B, T, V] from the LM head, tied to the input embedding."""
+    mems: list[Tensor]
+    """Per layer, [B, <=mem_len, D], detached; empty when memory is off."""
+
+
+class Attention(nn.Module):
+    """Multi-head attention of the current segment over cat(memory, segment)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.head_dim = config.head_dim
+        self.attn_dropout = config.attn_dropout
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d) for _ in range(4))
+        self.core: AttentionCore = ATTENTION_CORES[config.position](config)
+
+    def forward(self, h: Tensor, n_query: int, mask: Tensor | None, causal: bool) -> Tensor:
+        """h: [B, K, D] normalised memory + segment; the last `n_query` rows are the queries."""
+        q = self._split_heads(self.wq(h[:, h.size(1) - n_query :]))
+        k, v = self._split_heads(self.wk(h)), self._split_heads(self.wv(h))
+        dropout_p = self.attn_dropout if self.training else 0.0
+        y = self.core(q, k, v, mask, causal=causal, dropout_p=dropout_p)
+        return self.wo(y.transpose(1, 2).flatten(2))
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        # -1 heads, so a tensor-parallel shard that holds only some heads works unchanged.
+        return x.view(x.size(0), x.size(1), -1, self.head_dim).transpose(1, 2)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.w_in = nn.Linear(config.d_model, config.d_ff)
+        self.w_out = nn.Linear(config.d_ff, config.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_out(F.gelu(self.w_in(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN block: x + Attn(LN(mem ‖ x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mem: Tensor | None, mask: Tensor | None, causal: bool) -> Tensor:
+        h = x if mem is None else torch.cat([mem, x], dim=1)
+        x = x + self.drop(self.attn(self.attn_norm(h), x.size(1), mask, causal))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    """Token embedding, `n_layers` blocks with recurrence memory, final LayerNorm, tied LM head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        # Learned absolute positions cover the longest reach: a full segment after a full memory.
+        self.pos_emb = None
+        if config.position == "absolute":
+            self.pos_emb = nn.Embedding(config.context_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2 init: N(0, 0.02), residual output projections scaled by 1/sqrt(2·n_layers).
+
+        Public so a model built on the meta device can be materialised (`to_empty`) and filled.
+        """
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_residual = name.endswith(("attn.wo", "mlp.w_out"))
+                nn.init.normal_(module.weight, std=residual_std if is_residual else 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif isinstance(module, RelativeAttention):
+                nn.init.zeros_(module.u)
+                nn.init.zeros_(module.v)
+
+    def forward(self, idx: Tensor, mems: list[Tensor] | None = None, *, causal: bool = True,
+                padding_mask: Tensor | None = None, mem_len: int | None = None) -> ModelOutput:
+        """Run one segment `idx` [B, T] after `mems` (from the previous call's output).
+
+        `causal=False` lets every query see the whole segment (masked LM). `padding_mask`
+        [B, T] is True for real tokens; pads are never attended to (memory counts as real).
+        `mem_len` overrides `config.mem_len` for the returned memory (generation keeps more).
+        """
+        mems = mems or None
+        if mems is not None and len(mems) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} memory tensors (one per layer), got {len(mems)}")
+        t = idx.size(1)
+        mlen = mems[0].size(1) if mems is not None else 0
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            if mlen + t > self.pos_emb.num_embeddings:
+                raise ValueError(f"absolute positions reach {self.pos_emb.num_embeddings} tokens "
+                                 f"(seq_len + mem_len); got {mlen} memory + {t} segment tokens")
+            x = x + self.pos_emb(torch.arange(mlen, mlen + t, device=idx.device))
+        x = self.drop(x)
+
+        mask = attention_mask(t, mlen, causal, padding_mask, idx.device)
+        keep = self.config.mem_len if mem_len is None else mem_len
+        new_mems = []
+        for i, block in enumerate(self.blocks):
+            mem = mems[i] if mems is not None else None
+            if keep > 0:
+                new_mems.append(_extend_memory(mem, x, keep))
+            x = block(x, mem, mask, causal)
+        hidden = self.norm(x)
+        return ModelOutput(hidden=hidden, logits=F.linear(hidden, self.tok_emb.weight), mems=new_mems)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameter count; `exclude_embeddings` drops the token and absolute-position tables.
+
+        The LM head is tied to the token embedding, so it is never counted twice.
+        """
+        tables = ("tok_emb.", "pos_emb.")
+        return sum(p.numel() for name, p in self.named_parameters()
+                   if not (exclude_embeddings and name.startswith(tables)))
+
+
+def attention_mask(t: int, mlen: int, causal: bool, padding_mask: Tensor | None,
+                   device: torch.device) -> Tensor | None:
+    """Boolean [B or 1, 1, T, M+T] mask, True where query i may attend to key j; None = all.
+
+    Query i sits at key index mlen+i. Every query may see itself, so a pad query never has an
+    empty row (that would make NaNs, which leak through 0-weighted values into real tokens).
+    """
+    if not causal and padding_mask is None:
+        return None
+    query = torch.arange(mlen, mlen + t, device=device)[:, None]
+    key = torch.arange(mlen + t, device=device)[None, :]
+    allowed = key <= query if causal else torch.ones(t, mlen + t, dtype=torch.bool, device=device)
+    if padding_mask is not None:
+        real = F.pad(padding_mask.to(torch.bool), (mlen, 0), value=True)  # memory is never padding
+        allowed = (allowed & real[:, None, :]) | (key == query)
+    return allowed.view(-1, 1, t, mlen + t)
+
+
+def _extend_memory(mem: Tensor | None, x: Tensor, keep: int) -> Tensor:
+    """The last `keep` inputs of this layer, gradient stopped: the next segment's memory."""
+    full = x if mem is None else torch.cat([mem, x], dim=1)
+    return full[:, -keep:].detach()

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny packed corpus built once per session, and the shared real datasets."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real datasets live outside the repo; LMFORGE_DATA points elsewhere if needed."""
+    path = Path(os.environ.get("LMFORGE_DATA", REPO.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"shared datasets not found at {path} (set LMFORGE_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
+    """A 0.4 MB built-in corpus, a 1k-vocab tokenizer and its packed tokens."""
+    from lmforge.data import generate_corpus
+    from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
+
+    root = tmp_path_factory.mktemp("corpus")
+    dataset = root / "dataset"
+    generate_corpus(dataset, seed=1, size_mb=0.4)
+    tokenizer = run_train(TokenizerTrainConfig(data=[dataset], vocab_size=1000, out=root / "tokenizer"))
+    tokens = run_pack(PackConfig(data=[dataset], tokenizer=tokenizer, out=root / "tokens", val_fraction=0.1))
+    return {"dataset": dataset, "tokenizer": tokenizer, "tokens": tokens}
+
+
+@pytest.fixture(scope="session")
+def pretrain_config(tiny_corpus):
+    """Factory of PretrainConfigs for a 2-layer model that steps in milliseconds."""
+    return functools.partial(_tiny_pretrain_config, tiny_corpus)
+
+
+def _tiny_pretrain_config(corpus: dict[str, Path], out: Path, **train):
+    from lmforge.train import PretrainConfig
+
+    settings = {"steps": 20, "batch_size": 4, "lr": 3e-3, "eval_every": 10, "eval_segments": 2,
+                "checkpoint_every": 10, "log_every": 1, "peak_gflops": 100.0, **train}
+    return PretrainConfig(
+        name="t", out=out,
+        model={"preset": "tiny", "d_model": 32, "n_heads": 2, "d_ff": 64, "seq_len": 16, "mem_len": 16},
+        data={"tokens": corpus["tokens"], "tokenizer": corpus["tokenizer"]},
+        train=settings,
+    )

@@ -1,0 +1,99 @@
+"""The command line as a user meets it: the main job, generation, and one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+TINY_RUN = ["--set", "corpus.size_mb=0.4", "--set", "tokenizer.vocab_size=1000", "--set", "train.steps=100",
+            "--set", "train.batch_size=8", "--set", "train.eval_every=20", "--set", "train.peak_gflops=100",
+            "--set", "sample_tokens=12"]
+
+
+def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "lmforge", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("cli")
+    return cwd, lmforge("run", *TINY_RUN, cwd=cwd)
+
+
+def test_run_builds_the_whole_chain(quickstart):
+    cwd, proc = quickstart
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    before = float(lines["validation perplexity before training"].replace(",", ""))
+    after = float(lines["validation perplexity after 100 steps"].replace(",", ""))
+    assert after < before / 3
+    run = cwd / "runs" / "quickstart"
+    assert {p.name for p in run.iterdir()} >= {"datasets", "tokenizers", "checkpoints", "models", "logs"}
+    model = run / "models" / "quickstart"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["config"]["train"]["steps"] == 100
+    assert [Path(p["path"]).name for p in manifest["parents"]] == ["tokens", "default"]
+    assert lines["sample"].startswith("The")
+
+
+def test_rerun_skips_finished_stages(quickstart):
+    cwd, _ = quickstart
+    proc = lmforge("run", *TINY_RUN, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[tokenizer]" not in proc.stdout and "resumed from" in proc.stderr + proc.stdout
+
+
+def test_generate_is_reproducible_with_a_seed(quickstart):
+    cwd, _ = quickstart
+    model = cwd / "runs" / "quickstart" / "models" / "quickstart"
+    args = ["generate", str(model), "--prompt", "The", "--max-tokens", "8", "--seed", "3"]
+    first, second = lmforge(*args, cwd=cwd), lmforge(*args, cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stdout.startswith("The")
+
+
+def test_model_info_prints_guide_sizes(tmp_path):
+    proc = lmforge("model", "info", "base-768", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "parameters" in proc.stdout.lower()
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path):
+    assert "no.yaml: config file not found" in one_line_error(lmforge("pretrain", "no.yaml", cwd=tmp_path))
+    assert "'train.lrr'" in one_line_error(lmforge("run", "--set", "train.lrr=1", cwd=tmp_path))
+    assert "train.steps" in one_line_error(lmforge("run", "--set", "train.steps=x", cwd=tmp_path))
+    assert "valid presets" in one_line_error(lmforge("model", "info", "giant", cwd=tmp_path))
+    assert "not a model folder" in one_line_error(lmforge("generate", str(tmp_path), cwd=tmp_path))
+
+
+def test_malformed_jsonl_is_named_and_nothing_is_damaged(tmp_path):
+    source = tmp_path / "mine.jsonl.gz"
+    with gzip.open(source, "wt") as handle:
+        handle.write('{"text": "fine"}\n{"text": broken\n')
+    error = one_line_error(lmforge("run", "--set", f"corpus.sources=['{source}']", cwd=tmp_path))
+    assert "mine.jsonl.gz:2" in error
+    dataset = tmp_path / "runs" / "quickstart" / "datasets" / "default"
+    assert not (dataset / "documents.jsonl.gz").exists() and not (dataset / "manifest.json").exists()
+
+
+def test_import_layers_of_design_md_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([str(lint)], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

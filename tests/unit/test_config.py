@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmforge.config import ConfigError, load, parse_overrides
+from lmforge.pipeline import RunConfig
+from lmforge.train import PretrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_overrides_nest_and_parse_yaml_scalars():
+    assert parse_overrides(["train.lr=3e-4", "train.steps=10", "model.preset=small", "name=x"]) == {
+        "train": {"lr": 3e-4, "steps": 10}, "model": {"preset": "small"}, "name": "x"}
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["train.lr"])
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        load(RunConfig, overrides=["train.lrr=1"])
+    message = str(err.value)
+    assert "'train.lrr'" in message and "lr" in message and "warmup_fraction" in message
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="train.steps"):
+        load(RunConfig, overrides=["train.steps=many"])
+
+
+def test_unknown_preset_lists_valid_presets():
+    with pytest.raises(ConfigError, match="valid presets: .*tiny"):
+        load(RunConfig, overrides=["model.preset=huge"])
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load(RunConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
+        load(RunConfig, bad)
+
+
+def test_micro_batch_must_divide_batch():
+    with pytest.raises(ConfigError, match="micro_batch_size=3 must divide batch_size=8"):
+        load(RunConfig, overrides=["train.batch_size=8", "train.micro_batch_size=3"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    kind = RunConfig if path.parent.name == "configs" else PretrainConfig
+    load(kind, path)

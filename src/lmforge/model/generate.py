@@ -50,6 +50,7 @@ def generate(model: Transformer, prompt: list[int], max_new_tokens: int, *, temp
         model.train(was_training)
     return tokens[len(prompt) :]
 
+
 def _sample(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
             generator: torch.Generator | None) -> int:
     """One token id from [V] logits."""

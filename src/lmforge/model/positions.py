@@ -103,9 +103,9 @@ class RelativeAttention(nn.Module):
         v_bias = self.v.view(-1, 1, self.head_dim)
         content = ((q + u) * scale) @ k.transpose(-1, -2)  # (a) + (c)
         position = rel_shift(((q + v_bias) * scale) @ r, klen)  # (b) + (d)
-        scores = content + position
+        scores = content.add_(position)  # in place: one [B, H, T, K] buffer fewer
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores.masked_fill_(~mask, float("-inf"))
         probs = F.dropout(scores.softmax(dim=-1), dropout_p, training=dropout_p > 0)
         return probs @ v
 

@@ -24,6 +24,7 @@ from lmforge.model import ModelConfig, Transformer, flops_per_token
 from lmforge.model.folder import save_model_folder, tokenizer_file
 from lmforge.tokenizer import SPECIAL_TOKENS, SegmentBatches, TokenStream
 from lmforge.train.checkpoint import (
+    CheckpointError,
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
@@ -138,6 +139,8 @@ def _restore(run: _Run, resume: str | None) -> tuple[TrainerState, Mems | None]:
     path = latest_checkpoint(run.ckpt_root) if resume == "auto" else Path(resume)
     if path is None:
         return fresh, None
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{path}: not a checkpoint folder (expected step_NNNNNN/ with state.json)")
     state, mems = load_checkpoint(path, run.model, run.optimizer, to_dict(run.model_config))
     tqdm.write(f"resumed from {path} (step {state.step})")
     return state, mems or None

@@ -63,3 +63,5 @@ def test_resuming_another_architecture_is_refused(pretrain_config, tmp_path):
     other.model = other.model.model_copy(update={"d_model": 64, "d_ff": 128})
     with pytest.raises(CheckpointError, match=r"another architecture \(d_ff: checkpoint 64 vs config 128"):
         pretrain(other, resume="auto")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        pretrain(other, resume=str(tmp_path))

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False,
+app = typer.Typer(help="lmforge: from a raw text corpus to a trained, sampled language model; one verb "
+                  "per lifecycle stage.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 tokenizer_app = typer.Typer(help="Train a tokenizer, or pack documents into token shards.",
                             no_args_is_help=True)
@@ -22,6 +23,8 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)]
+PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config, every key "
+                                                               "with its help, and exit.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE "
                                                        "(dotted keys, e.g. train.lr=3e-4). Repeatable.")]
 
@@ -52,12 +55,16 @@ def guarded(func):
 @app.command()
 @guarded
 def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")] = None,
-        set_: SetOpt = None) -> None:
+        set_: SetOpt = None, print_config: PrintOpt = False) -> None:
     """The whole lifecycle on the built-in corpus (or corpus.sources): corpus -> model -> sample."""
-    from lmforge.config import load
+    from lmforge.config import commented_yaml, load
     from lmforge.pipeline import RunConfig, run_pipeline
 
-    summary = run_pipeline(load(RunConfig, config, set_))
+    cfg = load(RunConfig, config, set_)
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    summary = run_pipeline(cfg)
     result = summary.pretrain
     if result.ppl_before is not None:
         typer.echo(f"validation perplexity before training: {result.ppl_before:,.1f}")
@@ -68,14 +75,17 @@ def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML
 
 @app.command("pretrain")
 @guarded
-def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None,
+def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False,
                  resume: Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, "
                                                           "or a checkpoint folder.")] = "auto") -> None:
     """Pretrain a model on packed tokens; checkpoints, metrics and the model folder under OUT."""
-    from lmforge.config import load
+    from lmforge.config import commented_yaml, load
     from lmforge.train import PretrainConfig, pretrain
 
     cfg = load(PretrainConfig, config, set_)
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
     result = pretrain(cfg, resume=None if resume == "none" else resume)
     typer.echo(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps")
     typer.echo(f"model folder: {result.model_dir}")

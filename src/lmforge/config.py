@@ -127,3 +127,23 @@ def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def to_dict(config: Config) -> dict[str, Any]:
     """The resolved config as plain JSON types, as it goes into manifests."""
     return config.model_dump(mode="json")
+
+
+def commented_yaml(config: Config) -> str:
+    """The resolved config as YAML, each key preceded by its field docstring as a comment."""
+    return "\n".join(_commented_lines(config, 0)) + "\n"
+
+
+def _commented_lines(model: BaseModel, depth: int) -> list[str]:
+    lines, pad = [], "  " * depth
+    for name, field in type(model).model_fields.items():
+        if field.description:
+            lines += [f"{pad}# {line}" for line in field.description.splitlines()]
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines += [f"{pad}{name}:", *_commented_lines(value, depth + 1)]
+        else:
+            dumped = yaml.safe_dump({name: model.model_dump(mode="json", include={name})[name]},
+                                    default_flow_style=True, width=10**6).strip()
+            lines.append(f"{pad}{dumped.removeprefix('{').removesuffix('}')}")
+    return lines

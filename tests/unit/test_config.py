@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config import ConfigError, load, parse_overrides
+from lmforge.config import ConfigError, commented_yaml, load, parse_overrides
 from lmforge.pipeline import RunConfig
 from lmforge.train import PretrainConfig
 
@@ -56,3 +56,12 @@ def test_micro_batch_must_divide_batch():
 def test_every_shipped_config_loads(path):
     kind = RunConfig if path.parent.name == "configs" else PretrainConfig
     load(kind, path)
+
+
+def test_commented_yaml_round_trips_and_carries_help(tmp_path):
+    cfg = load(RunConfig, overrides=["train.lr=3e-4", "model.position=rotary"])
+    text = commented_yaml(cfg)
+    assert "# Peak learning rate, reached at the end of warm-up." in text
+    path = tmp_path / "resolved.yaml"
+    path.write_text(text)
+    assert load(RunConfig, path) == cfg

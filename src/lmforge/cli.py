@@ -91,6 +91,22 @@ def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: Pr
     typer.echo(f"model folder: {result.model_dir}")
 
 
+@app.command("curate")
+@guarded
+def curate_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False) -> None:
+    """Clean, filter, deduplicate and anonymise raw sources into a dataset folder (resumable)."""
+    from lmforge.config import commented_yaml, load
+    from lmforge.data.curate import CurateConfig, curate
+
+    cfg = load(CurateConfig, config, set_)
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    result = curate(cfg)
+    typer.echo(f"{result.n_input:,} documents in, {result.n_kept:,} kept, "
+               f"{sum(result.removed.values()):,} removed; report: {result.out / 'report.md'}")
+
+
 @app.command("generate")
 @guarded
 def generate_cmd(

@@ -16,6 +16,8 @@ from tokenizers import Tokenizer
 from lmforge.artifacts import MANIFEST, run_layout, write_manifest
 from lmforge.config import Config, to_dict
 from lmforge.data import generate_corpus, read_documents, write_documents
+from lmforge.data.curate import CurateConfig, curate
+from lmforge.data.steps import StepSettings
 from lmforge.model import ModelConfig, generate
 from lmforge.model.folder import load_model
 from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
@@ -40,6 +42,17 @@ class TokenizerSettings(Config):
     """Share of documents packed into the validation split."""
 
 
+class CurationSettings(Config):
+    enabled: bool = True
+    """Curate the corpus (clean, filter, dedup, anonymise) before training the tokenizer."""
+    workers: int = Field(2, ge=1)
+    """Worker processes for curation."""
+    shard_docs: int = Field(1000, ge=1)
+    """Documents per curation shard."""
+    steps: StepSettings = StepSettings()
+    """Settings of every curation step."""
+
+
 class RunConfig(Config):
     name: str = "quickstart"
     """Run name: everything goes to ROOT/NAME/."""
@@ -47,6 +60,8 @@ class RunConfig(Config):
     """Folder holding all runs."""
     corpus: CorpusSettings = CorpusSettings()
     """Where the text comes from."""
+    curation: CurationSettings = CurationSettings()
+    """Data curation in front of the tokenizer."""
     tokenizer: TokenizerSettings = TokenizerSettings()
     """Tokenizer training and packing."""
     model: ModelConfig = ModelConfig(preset="tiny")
@@ -70,14 +85,12 @@ class RunSummary:
 def run_pipeline(cfg: RunConfig, say=print) -> RunSummary:
     """corpus -> tokenizer -> pack -> pretrain -> model folder -> sample, under ROOT/NAME/."""
     layout = run_layout(cfg.root, cfg.name)
-    dataset = layout["datasets"] / "default"
-    _corpus(cfg.corpus, dataset, say)
+    dataset, tokens_dir = _curated(cfg, layout["datasets"], say)
     tokenizer_dir = layout["tokenizers"] / "default"
     if not (tokenizer_dir / MANIFEST).exists():
         say(f"[tokenizer] training byte-level BPE (vocab {cfg.tokenizer.vocab_size}) -> {tokenizer_dir}")
         run_train(TokenizerTrainConfig(data=[dataset], vocab_size=cfg.tokenizer.vocab_size,
                                        min_frequency=cfg.tokenizer.min_frequency, out=tokenizer_dir))
-    tokens_dir = dataset / "tokens"
     if not (tokens_dir / MANIFEST).exists():
         say(f"[pack] tokenizing into shards -> {tokens_dir}")
         run_pack(PackConfig(data=[dataset], tokenizer=tokenizer_dir, out=tokens_dir,
@@ -90,6 +103,22 @@ def run_pipeline(cfg: RunConfig, say=print) -> RunSummary:
     write_manifest(layout["root"], "run", to_dict(cfg), parents=[result.model_dir],
                    extra={"ppl_before": result.ppl_before, "ppl_after": result.ppl_after})
     return RunSummary(layout["root"], result.model_dir, result, sample)
+
+
+def _curated(cfg: RunConfig, datasets: Path, say) -> tuple[Path, Path]:
+    """The corpus, curated unless curation is off: (documents to train on, their token folder)."""
+    raw = datasets / "default"
+    _corpus(cfg.corpus, raw, say)
+    if not cfg.curation.enabled:
+        return raw / "documents.jsonl.gz", raw / "tokens"
+    curated = datasets / "curated"
+    if not (curated / MANIFEST).exists():
+        say(f"[curate] cleaning, filtering, deduplicating and anonymising -> {curated}")
+        result = curate(CurateConfig(name=cfg.name, sources=[raw / "documents.jsonl.gz"], out=curated,
+                                     workers=cfg.curation.workers, shard_docs=cfg.curation.shard_docs,
+                                     steps=cfg.curation.steps), say=say)
+        say(f"[curate] {result.n_kept:,} of {result.n_input:,} documents kept; see {curated / 'report.md'}")
+    return curated / "shards", curated / "tokens"
 
 
 def _corpus(settings: CorpusSettings, dataset: Path, say) -> None:

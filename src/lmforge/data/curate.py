@@ -1,0 +1,225 @@
+"""`lmforge curate`: raw sources -> a cleaned, deduplicated, anonymised dataset artifact.
+
+Four stages, each resumable, joined by files under `OUT/work/`:
+  0. ingest   read every source once into input shards of `shard_docs` documents;
+              malformed records are counted as removed (`malformed`, with file and line)
+  1. filter   per shard, in worker processes: normalise -> language -> quality, then the
+              exact (MD5) and MinHash keys of every survivor
+  2. dedup    one global pass over all keys: which documents are duplicates, which copy stays
+              (the first in input order, so reruns and worker counts never change the choice)
+  3. finish   per shard, in worker processes: drop duplicates -> PII -> length, write kept shards
+PII is anonymised after deduplication (as FineWeb does): placeholders would otherwise make
+different documents look alike. The output folder holds `shards/` (kept), `removed/` (every
+removed document with its step and reason), `stats.json`, `report.md` and the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from tqdm import tqdm
+
+from lmforge.artifacts import MANIFEST, ArtifactError, atomic_write_json, atomic_write_text, write_manifest
+from lmforge.config import Config, to_dict
+from lmforge.data import dedup_stage
+from lmforge.data.readers import Malformed, iter_sources
+from lmforge.data.report import render_report
+from lmforge.data.scoring import find_truth, score_against_truth
+from lmforge.data.shards import (
+    count_removed,
+    is_done,
+    mark_done,
+    read_shard,
+    removed_record,
+    run_steps,
+    write_shard,
+)
+from lmforge.data.stats import StepStats, check_accounting, merge_all
+from lmforge.data.steps import StepSettings, filtering_steps, finishing_steps
+
+
+class CurateConfig(Config):
+    name: str = "curated"
+    """Dataset name, recorded in the manifest."""
+    sources: list[Path]
+    """Input files or folders: JSONL (.gz/.zst), Parquet, .txt, WARC/WET, or hf:<dataset>."""
+    out: Path = Path("datasets/curated")
+    """Output dataset folder."""
+    text_field: str = "text"
+    """Field holding the text in JSONL/Parquet records."""
+    workers: int = Field(2, ge=1)
+    """Worker processes for the per-shard stages (1 runs everything in this process)."""
+    shard_docs: int = Field(1000, ge=1)
+    """Documents per shard: the unit of parallel work and of resume."""
+    steps: StepSettings = StepSettings()
+    """Settings of every curation step."""
+    truth: Path | None = None
+    """Ground truth to score against; found automatically next to the built-in corpus."""
+
+
+@dataclass
+class CurateResult:
+    out: Path
+    n_input: int
+    n_kept: int
+    removed: Counter
+    scores: dict[str, Any]
+
+    @property
+    def shards(self) -> Path:
+        return self.out / "shards"
+
+
+def curate(cfg: CurateConfig, say: Callable[[str], None] = tqdm.write) -> CurateResult:
+    """Run (or resume) all stages; a finished output folder (with manifest) is left as it is."""
+    out, work = cfg.out, cfg.out / "work"
+    if (out / MANIFEST).exists():
+        raise ArtifactError(f"{out}: already curated (remove it to curate again)")
+    settings = to_dict(cfg)
+    say(dedup_stage.describe(cfg.steps.dedup))
+    input_shards, n_input = _ingest(cfg, work / "input")
+    _map_shards(_filter_shard, input_shards, work / "filtered", settings, cfg.workers, "filter")
+    dedup_stage.decide(sorted((work / "filtered").glob("*.keys.npz")), work / "dedup.json")
+    filtered = [work / "filtered" / p.name for p in input_shards]
+    _map_shards(_finish_shard, filtered, work / "finished", settings, cfg.workers, "finish")
+    return _finalise(cfg, input_shards, n_input)
+
+
+def _ingest(cfg: CurateConfig, folder: Path) -> tuple[list[Path], int]:
+    """Stage 0: sources -> input shards; idempotent through its `DONE` marker."""
+    marker = folder / "DONE"
+    if not is_done(marker):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        shards, malformed, n_input = [], [], 0
+        for k, batch in enumerate(_batches(_unique_ids(iter_sources(cfg.sources, cfg.text_field), malformed),
+                                           cfg.shard_docs)):
+            shards.append(folder / f"shard_{k:05d}.jsonl.gz")
+            n_input += write_shard(shards[-1], batch)
+        write_shard(folder / "malformed.jsonl.gz", malformed)
+        mark_done(marker, {"shards": [p.name for p in shards], "documents": n_input + len(malformed)})
+    summary = _read_json(marker)
+    return [folder / name for name in summary["shards"]], summary["documents"]
+
+
+def _unique_ids(items: Iterator[dict | Malformed], malformed: list[dict]) -> Iterator[dict]:
+    """Documents with ids made unique; malformed records diverted to `malformed` as removed."""
+    seen: set[str] = set()
+    for item in items:
+        if isinstance(item, Malformed):
+            stub = {"id": f"{item.source}:{item.location}", "text": "", "source": item.source, "metadata": {}}
+            malformed.append(removed_record(stub, "read", "malformed", location=item.location,
+                                            error=item.error))
+            continue
+        doc_id, n = item["id"], 1
+        while doc_id in seen:
+            doc_id, n = f"{item['id']}~{n}", n + 1
+        seen.add(doc_id)
+        yield item if doc_id == item["id"] else {**item, "id": doc_id}
+
+
+def _batches(docs: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _map_shards(task: Callable, shards: list[Path], out: Path, settings: dict, workers: int,
+                label: str) -> None:
+    """Run `task(settings, shard, out)` on every shard without a done marker, in parallel."""
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in shards if not is_done(out / _marker_name(s))]
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=label, unit="shard")
+    if workers == 1 or len(todo) <= 1:
+        for shard in todo:
+            task(settings, shard, out)
+            bar.update(1)
+    else:
+        # spawn, not fork: the caller may hold torch/OpenMP threads that a fork would copy.
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
+            for future in [pool.submit(task, settings, shard, out) for shard in todo]:
+                future.result()
+                bar.update(1)
+    bar.close()
+
+
+def _marker_name(shard: Path) -> str:
+    return shard.name.removesuffix(".jsonl.gz") + ".done"
+
+
+def _filter_shard(settings: dict, shard: Path, out: Path) -> None:
+    """Stage 1 on one shard (runs in a worker): filtering steps, then dedup keys."""
+    cfg = CurateConfig.model_validate(settings)
+    kept, removed, stats = run_steps(read_shard(shard), filtering_steps(cfg.steps))
+    stem = shard.name.removesuffix(".jsonl.gz")
+    write_shard(out / shard.name, kept)
+    write_shard(out / f"{stem}.removed.jsonl.gz", removed)
+    dedup_stage.write_keys(out / f"{stem}.keys.npz", kept, cfg.steps.dedup)
+    mark_done(out / f"{stem}.done", {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
+
+
+def _finish_shard(settings: dict, shard: Path, out: Path) -> None:
+    """Stage 3 on one shard (runs in a worker): drop duplicates, anonymise, split."""
+    cfg = CurateConfig.model_validate(settings)
+    decisions = dedup_stage.load_decisions(shard.parent.parent / "dedup.json")
+    kept, removed, stats = run_steps(read_shard(shard), finishing_steps(cfg.steps, decisions))
+    stem = shard.name.removesuffix(".jsonl.gz")
+    write_shard(out / shard.name, kept)
+    write_shard(out / f"{stem}.removed.jsonl.gz", removed)
+    mark_done(out / f"{stem}.done", {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
+
+
+def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> CurateResult:
+    """Move outputs into place, check the accounting, write stats, report and manifest."""
+    out, work = cfg.out, cfg.out / "work"
+    for sub in ("shards", "removed"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    removed_files = [work / "input" / "malformed.jsonl.gz"]
+    for stage in ("filtered", "finished"):
+        removed_files += sorted((work / stage).glob("*.removed.jsonl.gz"))
+    for i, path in enumerate(removed_files):
+        shutil.copyfile(path, out / "removed" / f"part_{i:05d}.jsonl.gz")
+    for shard in input_shards:
+        shutil.copyfile(work / "finished" / shard.name, out / "shards" / shard.name)
+    removed = count_removed(sorted((out / "removed").glob("*.jsonl.gz")))
+    kept_parents = {doc["metadata"].get("parent_id", doc["id"])
+                    for p in sorted((out / "shards").glob("*.jsonl.gz")) for doc in read_shard(p)}
+    check_accounting(n_input, len(kept_parents), removed)
+    stats = _stage_stats(work, input_shards)
+    truth = cfg.truth or find_truth(cfg.sources)
+    scores = score_against_truth(truth, out) if truth else {}
+    summary = {"input_documents": n_input, "kept_documents": len(kept_parents),
+               "removed_documents": sum(removed.values()), "removed_by_reason": dict(sorted(removed.items())),
+               "steps": [s.to_dict() for s in stats], "scores": scores}
+    atomic_write_json(out / "stats.json", summary)
+    atomic_write_text(out / "report.md", render_report(cfg.name, summary))
+    shutil.rmtree(work)  # before the manifest, which lists the folder's files
+    write_manifest(out, "curate", to_dict(cfg), parents=cfg.sources)
+    return CurateResult(out, n_input, len(kept_parents), removed, scores)
+
+
+def _stage_stats(work: Path, input_shards: list[Path]) -> list[StepStats]:
+    parts = []
+    for shard in input_shards:
+        marker = shard.name.removesuffix(".jsonl.gz") + ".done"
+        parts.append(_read_json(work / "filtered" / marker)["stats"]
+                     + _read_json(work / "finished" / marker)["stats"])
+    return merge_all(parts)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

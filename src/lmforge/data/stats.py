@@ -1,0 +1,66 @@
+"""Per-step accounting: what each step saw, kept and dropped (by reason), and how long it took.
+
+Stats of shards processed in different workers are merged by summing, so the totals do not
+depend on how the work was split. The invariant the curation stage checks on every run:
+input documents = kept documents + removed documents, every removal with a reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StepStats:
+    """Counts of one step over one or more shards."""
+
+    name: str
+    seen: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def merge(self, other: StepStats) -> None:
+        self.seen += other.seen
+        self.kept += other.kept
+        self.dropped.update(other.dropped)
+        self.counters.update(other.counters)
+        self.seconds += other.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.name, "in": self.seen, "kept": self.kept,
+                "dropped": dict(sorted(self.dropped.items())), "dropped_total": sum(self.dropped.values()),
+                "counters": dict(sorted(self.counters.items())), "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepStats:
+        return cls(data["step"], data["in"], data["kept"], Counter(data["dropped"]),
+                   Counter(data["counters"]), data["seconds"])
+
+
+def merge_all(parts: list[list[dict[str, Any]]]) -> list[StepStats]:
+    """Sum per-shard stats lists (same steps in the same order) into one list."""
+    merged: dict[str, StepStats] = {}
+    for part in parts:
+        for entry in part:
+            stats = StepStats.from_dict(entry)
+            if stats.name in merged:
+                merged[stats.name].merge(stats)
+            else:
+                merged[stats.name] = stats
+    return list(merged.values())
+
+
+class AccountingError(RuntimeError):
+    """Documents went missing or were counted twice: a bug, never a data problem."""
+
+
+def check_accounting(n_input: int, n_kept: int, removed: Counter) -> None:
+    """Raise unless every input document is either kept or removed with a reason."""
+    n_removed = sum(removed.values())
+    if n_input != n_kept + n_removed:
+        raise AccountingError(f"accounting broken: {n_input} input documents, {n_kept} kept + "
+                              f"{n_removed} removed = {n_kept + n_removed}")

@@ -1,0 +1,46 @@
+"""Curation steps, in the order the curation stages run them.
+
+Filtering (per shard, before dedup): normalise -> language -> quality.
+Finishing (per shard, after the global dedup decision): dedup drop -> PII -> length.
+"""
+
+from __future__ import annotations
+
+from lmforge.config import Config
+from lmforge.data.steps.base import Drop, Step
+from lmforge.data.steps.dedup import DedupDrop, DedupSettings
+from lmforge.data.steps.language import LanguageFilter, LanguageSettings
+from lmforge.data.steps.length import Length, LengthSettings
+from lmforge.data.steps.normalise import Normalise, NormaliseSettings
+from lmforge.data.steps.pii import PiiAnonymiser, PiiSettings
+from lmforge.data.steps.quality import Quality, QualitySettings
+
+
+class StepSettings(Config):
+    normalise: NormaliseSettings = NormaliseSettings()
+    """Unicode normalisation and whitespace/control-character repair."""
+    language: LanguageSettings = LanguageSettings()
+    """Language identification and the keep list."""
+    quality: QualitySettings = QualitySettings()
+    """Gopher, C4 and FineWeb quality rules."""
+    dedup: DedupSettings = DedupSettings()
+    """Exact (MD5) and near (MinHash LSH) deduplication across all shards."""
+    pii: PiiSettings = PiiSettings()
+    """PII anonymisation with typed placeholders."""
+    length: LengthSettings = LengthSettings()
+    """Minimum length, and splitting or truncating long documents (512 words)."""
+
+
+def filtering_steps(settings: StepSettings) -> list[Step]:
+    steps: list[Step] = [Normalise(settings.normalise)] if settings.normalise.enabled else []
+    return [*steps, LanguageFilter(settings.language), Quality(settings.quality)]
+
+
+def finishing_steps(settings: StepSettings, decisions: dict[str, dict]) -> list[Step]:
+    steps: list[Step] = [DedupDrop(decisions)]
+    if settings.pii.enabled:
+        steps.append(PiiAnonymiser(settings.pii))
+    return [*steps, Length(settings.length)]
+
+
+__all__ = ["Drop", "Step", "StepSettings", "filtering_steps", "finishing_steps"]

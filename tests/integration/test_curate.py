@@ -124,3 +124,14 @@ def test_killed_run_resumes_to_the_same_output(corpus, curated, tmp_path):
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert comparable(out) == comparable(curated.out)
+
+
+def test_augmented_copies_are_added_but_not_counted_as_input(corpus, tmp_path):
+    steps = {"augment": {"enabled": True, "eda_ops": ["random_swap", "random_deletion"], "n_aug": 1}}
+    result = curate(config([corpus], tmp_path / "aug", workers=1, steps=steps), say=lambda _: None)
+    stats = json.loads((result.out / "stats.json").read_text())
+    assert stats["augmented_documents"] > 0
+    assert stats["input_documents"] == stats["kept_documents"] + stats["removed_documents"]
+    copies = [d for p in sorted(result.shards.glob("*.jsonl.gz")) for d in read_shard(p)
+              if "augmented_from" in d["metadata"]]
+    assert len(copies) == stats["augmented_documents"] and all("~aug" in d["id"] for d in copies)

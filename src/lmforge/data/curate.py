@@ -3,11 +3,14 @@
 Four stages, each resumable, joined by files under `OUT/work/`:
   0. ingest   read every source once into input shards of `shard_docs` documents;
               malformed records are counted as removed (`malformed`, with file and line)
-  1. filter   per shard, in worker processes: normalise -> language -> quality, then the
+  1. filter   per shard, in parallel tasks: normalise -> language -> quality, then the
               exact (MD5) and MinHash keys of every survivor
   2. dedup    one global pass over all keys: which documents are duplicates, which copy stays
               (the first in input order, so reruns and worker counts never change the choice)
-  3. finish   per shard, in worker processes: drop duplicates -> PII -> length, write kept shards
+  3. finish   per shard, in parallel tasks: drop duplicates -> PII -> length, write kept shards
+The tasks run in worker processes on this machine (`executor: local`) or as Ray tasks across a
+cluster (`executor: ray`, lmforge.data.ray_runner), where the dedup pass is a shuffle by LSH band
+(lmforge.data.dedup_shuffle); both give the same output.
 PII is anonymised after deduplication (as FineWeb does): placeholders would otherwise make
 different documents look alike. The output folder holds `shards/` (kept), `removed/` (every
 removed document with its step and reason), `stats.json`, `report.md` and the manifest.
@@ -20,10 +23,12 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from tqdm import tqdm
@@ -46,6 +51,11 @@ from lmforge.data.shards import (
 from lmforge.data.stats import StepStats, check_accounting, merge_all
 from lmforge.data.steps import StepSettings, filtering_steps, finishing_steps
 
+RunTasks = Callable[[Callable[..., Any], list[tuple]], Iterator[Any]]
+"""run_tasks(task, calls): `task(*call)` for every call, in parallel, yielding the results in call order."""
+Decide = Callable[[list[Path], Path], None]
+"""decide(key_files, out): the global dedup pass, from every shard's keys to `dedup.json`."""
+
 
 class CurateConfig(Config):
     name: str = "curated"
@@ -56,8 +66,13 @@ class CurateConfig(Config):
     """Output dataset folder."""
     text_field: str = "text"
     """Field holding the text in JSONL/Parquet records."""
+    executor: Literal["local", "ray"] = "local"
+    """Where per-shard tasks run: worker processes here, or Ray tasks on a cluster for more than
+    one machine (`pip install 'lmforge[ray]'`, and `out` on storage every node sees)."""
+    ray_address: str | None = None
+    """Ray cluster to join ("auto", "ray://head:10001"); None starts a local Ray instance."""
     workers: int = Field(2, ge=1)
-    """Worker processes for the per-shard stages (1 runs everything in this process)."""
+    """Worker processes for the per-shard stages with the local executor (1: all in this process)."""
     shard_docs: int = Field(1000, ge=1)
     """Documents per shard: the unit of parallel work and of resume."""
     steps: StepSettings = StepSettings()
@@ -85,13 +100,26 @@ def curate(cfg: CurateConfig, say: Callable[[str], None] = tqdm.write) -> Curate
     if (out / MANIFEST).exists():
         raise ArtifactError(f"{out}: already curated (remove it to curate again)")
     settings = to_dict(cfg)
-    say(dedup_stage.describe(cfg.steps.dedup))
-    input_shards, n_input = _ingest(cfg, work / "input")
-    _map_shards(_filter_shard, input_shards, work / "filtered", settings, cfg.workers, "filter")
-    dedup_stage.decide(sorted((work / "filtered").glob("*.keys.npz")), work / "dedup.json")
-    filtered = [work / "filtered" / p.name for p in input_shards]
-    _map_shards(_finish_shard, filtered, work / "finished", settings, cfg.workers, "finish")
+    with _executor(cfg) as (run_tasks, decide):
+        say(dedup_stage.describe(cfg.steps.dedup))
+        input_shards, n_input = _ingest(cfg, work / "input")
+        _map_shards(run_tasks, filter_shard, input_shards, work / "filtered", settings, "filter")
+        decide(sorted((work / "filtered").glob("*.keys.npz")), work / "dedup.json")
+        filtered = [work / "filtered" / p.name for p in input_shards]
+        _map_shards(run_tasks, finish_shard, filtered, work / "finished", settings, "finish")
     return _finalise(cfg, input_shards, n_input)
+
+
+@contextmanager
+def _executor(cfg: CurateConfig) -> Iterator[tuple[RunTasks, Decide]]:
+    """How the per-shard tasks and the dedup pass run; Ray is imported only when it is asked for."""
+    if cfg.executor == "ray":
+        from lmforge.data import dedup_shuffle, ray_runner
+
+        with ray_runner.connected(cfg.ray_address):
+            yield ray_runner.run_tasks, partial(dedup_shuffle.decide, shuffle=ray_runner.shuffle)
+    else:
+        yield partial(_run_in_processes, workers=cfg.workers), dedup_stage.decide
 
 
 def _ingest(cfg: CurateConfig, folder: Path) -> tuple[list[Path], int]:
@@ -138,31 +166,33 @@ def _batches(docs: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def _map_shards(task: Callable, shards: list[Path], out: Path, settings: dict, workers: int,
+def _map_shards(run_tasks: RunTasks, task: Callable, shards: list[Path], out: Path, settings: dict,
                 label: str) -> None:
     """Run `task(settings, shard, out)` on every shard without a done marker, in parallel."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [s for s in shards if not is_done(out / _marker_name(s))]
-    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=label, unit="shard")
-    if workers == 1 or len(todo) <= 1:
-        for shard in todo:
-            task(settings, shard, out)
+    with tqdm(total=len(shards), initial=len(shards) - len(todo), desc=label, unit="shard") as bar:
+        for _ in run_tasks(task, [(settings, shard, out) for shard in todo]):
             bar.update(1)
-    else:
-        # spawn, not fork: the caller may hold torch/OpenMP threads that a fork would copy.
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-            for future in [pool.submit(task, settings, shard, out) for shard in todo]:
-                future.result()
-                bar.update(1)
-    bar.close()
+
+
+def _run_in_processes(task: Callable[..., Any], calls: list[tuple], workers: int) -> Iterator[Any]:
+    """The local executor's `RunTasks`: `workers` processes, or this process alone when 1."""
+    if workers == 1 or len(calls) <= 1:
+        yield from (task(*call) for call in calls)
+        return
+    # spawn, not fork: the caller may hold torch/OpenMP threads that a fork would copy.
+    with ProcessPoolExecutor(min(workers, len(calls)), mp_context=get_context("spawn")) as pool:
+        for future in [pool.submit(task, *call) for call in calls]:
+            yield future.result()
 
 
 def _marker_name(shard: Path) -> str:
     return shard.name.removesuffix(".jsonl.gz") + ".done"
 
 
-def _filter_shard(settings: dict, shard: Path, out: Path) -> None:
-    """Stage 1 on one shard (runs in a worker): filtering steps, then dedup keys."""
+def filter_shard(settings: dict, shard: Path, out: Path) -> None:
+    """Stage 1 on one shard (a task, run by either executor): filtering steps, then dedup keys."""
     cfg = CurateConfig.model_validate(settings)
     kept, removed, stats = run_steps(read_shard(shard), filtering_steps(cfg.steps))
     stem = shard.name.removesuffix(".jsonl.gz")
@@ -172,8 +202,8 @@ def _filter_shard(settings: dict, shard: Path, out: Path) -> None:
     mark_done(out / f"{stem}.done", {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
 
 
-def _finish_shard(settings: dict, shard: Path, out: Path) -> None:
-    """Stage 3 on one shard (runs in a worker): drop duplicates, anonymise, split."""
+def finish_shard(settings: dict, shard: Path, out: Path) -> None:
+    """Stage 3 on one shard (a task, run by either executor): drop duplicates, anonymise, split."""
     cfg = CurateConfig.model_validate(settings)
     decisions = dedup_stage.load_decisions(shard.parent.parent / "dedup.json")
     kept, removed, stats = run_steps(read_shard(shard), finishing_steps(cfg.steps, decisions))
@@ -196,14 +226,18 @@ def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> Cura
     for shard in input_shards:
         shutil.copyfile(work / "finished" / shard.name, out / "shards" / shard.name)
     removed = count_removed(sorted((out / "removed").glob("*.jsonl.gz")))
-    kept_parents = {doc["metadata"].get("parent_id", doc["id"])
-                    for p in sorted((out / "shards").glob("*.jsonl.gz")) for doc in read_shard(p)}
+    kept_docs = [doc["metadata"] | {"id": doc["id"]}
+                 for p in sorted((out / "shards").glob("*.jsonl.gz")) for doc in read_shard(p)]
+    # Chunks count once, as their input document; augmented copies are not input documents.
+    kept_parents = {m.get("parent_id", m["id"]) for m in kept_docs if "augmented_from" not in m}
+    augmented = sum("augmented_from" in m for m in kept_docs)
     check_accounting(n_input, len(kept_parents), removed)
     stats = _stage_stats(work, input_shards)
     truth = cfg.truth or find_truth(cfg.sources)
     scores = score_against_truth(truth, out) if truth else {}
     summary = {"input_documents": n_input, "kept_documents": len(kept_parents),
-               "removed_documents": sum(removed.values()), "removed_by_reason": dict(sorted(removed.items())),
+               "removed_documents": sum(removed.values()),
+               "augmented_documents": augmented, "removed_by_reason": dict(sorted(removed.items())),
                "steps": [s.to_dict() for s in stats], "scores": scores}
     atomic_write_json(out / "stats.json", summary)
     atomic_write_text(out / "report.md", render_report(cfg.name, summary))

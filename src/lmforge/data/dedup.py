@@ -27,8 +27,8 @@ import numpy as np
 
 from lmforge.data.minhash import MinHasher, detection_probability, probability_curve, shingle_words
 
-__all__ = ["DedupDecision", "MinHasher", "decide_duplicates", "detection_probability", "exact_key",
-           "normalise_for_hash", "probability_curve", "shingle_words"]
+__all__ = ["DedupDecision", "MinHasher", "bucket_links", "decide_duplicates", "detection_probability",
+           "exact_key", "near_keepers", "normalise_for_hash", "probability_curve", "shingle_words"]
 
 VERIFY_THRESHOLD = 0.7
 PAIR_CHUNK = 16_384
@@ -81,8 +81,9 @@ def decide_duplicates(doc_ids: Sequence[str], exact_keys: Sequence[bytes] | np.n
             if signatures is None:
                 raise ValueError("verification needs the MinHash signatures (or verify=False)")
             _check_rows("signatures", signatures, n)
-        sample = np.asarray(signatures) if verify else None
-        keeper = _near_keepers(np.asarray(band_keys), sample, ~exact, threshold)[keeper]
+        members = np.flatnonzero(~exact)
+        pairs = members[_candidate_pairs(np.asarray(band_keys)[members])]
+        keeper = near_keepers(n, pairs, np.asarray(signatures) if verify else None, threshold)[keeper]
     reasons = np.where(exact, "exact_duplicate", "near_duplicate")
     return [DedupDecision(str(doc_ids[i]), str(reasons[i]), str(doc_ids[keeper[i]]))
             for i in np.flatnonzero(keeper != positions)]
@@ -110,17 +111,17 @@ def _first_with_same_key(keys: np.ndarray) -> np.ndarray:
     return first[inverse.ravel()]
 
 
-def _near_keepers(band_keys: np.ndarray, signatures: np.ndarray | None, candidates: np.ndarray,
-                  threshold: float) -> np.ndarray:
-    """Position of the first member of each document's near-duplicate cluster, clustering only
-    the `candidates` (a mask); every other document is its own cluster."""
-    members = np.flatnonzero(candidates)
-    pairs = _candidate_pairs(band_keys[members])
+def near_keepers(n: int, pairs: np.ndarray, signatures: np.ndarray | None,
+                 threshold: float = VERIFY_THRESHOLD) -> np.ndarray:
+    """Position of the first member of each of `n` documents' near-duplicate cluster.
+
+    pairs: int64[m, 2] candidate pairs (i < j), kept only if their estimated Jaccard is >=
+    `threshold` when `signatures` are given; clusters are the connected components of what is
+    kept. Public so that the Ray shuffle (lmforge.data.dedup_shuffle) clusters as `decide_duplicates` does.
+    """
     if signatures is not None and len(pairs):
-        pairs = pairs[_estimated_jaccard(signatures, members[pairs]) >= threshold]
-    first = np.arange(len(band_keys))
-    first[members] = members[_components(len(members), pairs)]
-    return first
+        pairs = pairs[_estimated_jaccard(signatures, pairs) >= threshold]
+    return _components(n, pairs)
 
 
 def _candidate_pairs(band_keys: np.ndarray) -> np.ndarray:
@@ -136,15 +137,25 @@ def _candidate_pairs(band_keys: np.ndarray) -> np.ndarray:
         return np.empty((0, 2), dtype=np.int64)
     found = []
     for column in np.asarray(band_keys).T:
-        order = np.argsort(column, kind="stable")  # ties keep document order
-        keys = column[order]
-        same = keys[1:] == keys[:-1]
-        starts = np.r_[True, ~same]
-        first = order[starts][np.cumsum(starts) - 1]
-        later = order[1:][same]
-        found += [first[1:][same] * n + later, order[:-1][same] * n + later]
+        earlier, later = bucket_links(column)
+        found.append(earlier * n + later)
     codes = np.unique(np.concatenate(found))
     return np.stack([codes // n, codes % n], axis=1)
+
+
+def bucket_links(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Links (earlier, later) between positions that share a key: to the bucket's first and previous member.
+
+    Ties keep position order, so "first" and "previous" follow document order wherever the
+    positions do; the Ray shuffle's reducers link their buckets with this same function.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    same = ordered[1:] == ordered[:-1]
+    starts = np.r_[True, ~same]
+    first = order[starts][np.cumsum(starts) - 1]
+    later = order[1:][same]
+    return np.concatenate([first[1:][same], order[:-1][same]]), np.concatenate([later, later])
 
 
 def _estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray) -> np.ndarray:

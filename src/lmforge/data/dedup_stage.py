@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.artifacts import atomic_write_json
-from lmforge.data.dedup import MinHasher, decide_duplicates, exact_key, probability_curve
+from lmforge.data.dedup import DedupDecision, MinHasher, decide_duplicates, exact_key, probability_curve
 from lmforge.data.steps.dedup import DedupSettings
 
 
@@ -53,6 +53,11 @@ def decide(key_files: list[Path], out: Path) -> None:
                 part.append(keys[name])
     joined = {name: np.concatenate(part) if sum(map(len, part)) else None for name, part in parts.items()}
     decisions = decide_duplicates(ids, joined["exact"], joined["bands"], joined["signatures"]) if ids else []
+    write_decisions(out, decisions)
+
+
+def write_decisions(out: Path, decisions: list[DedupDecision]) -> None:
+    """`dedup.json`: removed id -> reason and kept id, in global order (the Ray shuffle writes it too)."""
     atomic_write_json(out, {d.doc_id: {"reason": d.reason, "kept_id": d.kept_id} for d in decisions})
 
 

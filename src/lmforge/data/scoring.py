@@ -47,11 +47,12 @@ def score_against_truth(truth_path: Path, dataset: Path) -> dict[str, Any]:
 
 
 def _by_parent(paths: Iterable[Path]) -> dict[str, dict]:
-    """Kept documents with their chunks joined back, keyed by the input document id."""
+    """Kept input documents with their chunks joined back (augmented copies left out), by id."""
     parts: dict[str, list[dict]] = defaultdict(list)
     for path in paths:
         for doc in read_shard(path):
-            parts[doc["metadata"].get("parent_id", doc["id"])].append(doc)
+            if "augmented_from" not in doc["metadata"]:  # copies are not input documents
+                parts[doc["metadata"].get("parent_id", doc["id"])].append(doc)
     return {doc_id: {**chunks[0], "text": "\n".join(c["text"] for c in chunks)}
             for doc_id, chunks in parts.items()}
 

@@ -1,12 +1,13 @@
 """Curation steps, in the order the curation stages run them.
 
 Filtering (per shard, before dedup): normalise -> language -> quality.
-Finishing (per shard, after the global dedup decision): dedup drop -> PII -> length.
+Finishing (per shard, after the global dedup decision): dedup drop -> PII -> length -> augment.
 """
 
 from __future__ import annotations
 
 from lmforge.config import Config
+from lmforge.data.steps.augment import Augment, AugmentSettings
 from lmforge.data.steps.base import Drop, Step
 from lmforge.data.steps.dedup import DedupDrop, DedupSettings
 from lmforge.data.steps.language import LanguageFilter, LanguageSettings
@@ -29,6 +30,8 @@ class StepSettings(Config):
     """PII anonymisation with typed placeholders."""
     length: LengthSettings = LengthSettings()
     """Minimum length, and splitting or truncating long documents (512 words)."""
+    augment: AugmentSettings = AugmentSettings()
+    """Augmented copies added next to the originals (EDA, back-translation); off by default."""
 
 
 def filtering_steps(settings: StepSettings) -> list[Step]:
@@ -40,7 +43,10 @@ def finishing_steps(settings: StepSettings, decisions: dict[str, dict]) -> list[
     steps: list[Step] = [DedupDrop(decisions)]
     if settings.pii.enabled:
         steps.append(PiiAnonymiser(settings.pii))
-    return [*steps, Length(settings.length)]
+    steps.append(Length(settings.length))
+    if settings.augment.enabled:  # last: copies of the final, anonymised and split documents
+        steps.append(Augment(settings.augment))
+    return steps
 
 
 __all__ = ["Drop", "Step", "StepSettings", "filtering_steps", "finishing_steps"]

@@ -135,3 +135,14 @@ def test_augmented_copies_are_added_but_not_counted_as_input(corpus, tmp_path):
     copies = [d for p in sorted(result.shards.glob("*.jsonl.gz")) for d in read_shard(p)
               if "augmented_from" in d["metadata"]]
     assert len(copies) == stats["augmented_documents"] and all("~aug" in d["id"] for d in copies)
+
+
+def test_parquet_output_holds_the_same_documents(corpus, curated, tmp_path):
+    from lmforge.data import read_documents
+
+    result = curate(config([corpus], tmp_path / "pq", workers=1, output_format="parquet"), say=lambda _: None)
+    assert sorted(p.suffix for p in result.shards.iterdir()) == [".parquet"] * 4
+    assert result.scores == curated.scores
+    expected = [d for p in sorted(curated.shards.glob("*.jsonl.gz")) for d in read_shard(p)]
+    got = list(read_documents([result.shards]))
+    assert [(d["id"], d["text"]) for d in got] == [(d["id"], d["text"]) for d in expected]

@@ -46,6 +46,7 @@ from lmforge.data.shards import (
     read_shard,
     removed_record,
     run_steps,
+    write_parquet_shard,
     write_shard,
 )
 from lmforge.data.stats import StepStats, check_accounting, merge_all
@@ -77,6 +78,8 @@ class CurateConfig(Config):
     """Documents per shard: the unit of parallel work and of resume."""
     steps: StepSettings = StepSettings()
     """Settings of every curation step."""
+    output_format: Literal["jsonl.gz", "parquet"] = "jsonl.gz"
+    """Format of the kept shards; removed documents are always JSONL.gz."""
     truth: Path | None = None
     """Ground truth to score against; found automatically next to the built-in corpus."""
 
@@ -223,11 +226,11 @@ def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> Cura
         removed_files += sorted((work / stage).glob("*.removed.jsonl.gz"))
     for i, path in enumerate(removed_files):
         shutil.copyfile(path, out / "removed" / f"part_{i:05d}.jsonl.gz")
-    for shard in input_shards:
-        shutil.copyfile(work / "finished" / shard.name, out / "shards" / shard.name)
+    finished = [work / "finished" / shard.name for shard in input_shards]
+    for path in finished:
+        _publish_shard(path, out / "shards", cfg.output_format)
     removed = count_removed(sorted((out / "removed").glob("*.jsonl.gz")))
-    kept_docs = [doc["metadata"] | {"id": doc["id"]}
-                 for p in sorted((out / "shards").glob("*.jsonl.gz")) for doc in read_shard(p)]
+    kept_docs = [doc["metadata"] | {"id": doc["id"]} for path in finished for doc in read_shard(path)]
     # Chunks count once, as their input document; augmented copies are not input documents.
     kept_parents = {m.get("parent_id", m["id"]) for m in kept_docs if "augmented_from" not in m}
     augmented = sum("augmented_from" in m for m in kept_docs)
@@ -244,6 +247,13 @@ def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> Cura
     shutil.rmtree(work)  # before the manifest, which lists the folder's files
     write_manifest(out, "curate", to_dict(cfg), parents=cfg.sources)
     return CurateResult(out, n_input, len(kept_parents), removed, scores)
+
+
+def _publish_shard(path: Path, folder: Path, output_format: str) -> None:
+    if output_format == "jsonl.gz":
+        shutil.copyfile(path, folder / path.name)
+    else:
+        write_parquet_shard(folder / path.name.replace(".jsonl.gz", ".parquet"), read_shard(path))
 
 
 def _stage_stats(work: Path, input_shards: list[Path]) -> list[StepStats]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.readers import iter_sources
 from lmforge.data.shards import read_shard
 
 PLACEHOLDER_OF = {"email": "<EMAIL>", "phone": "<PHONE>", "ipv4": "<IP>", "ipv6": "<IP>", "card": "<CARD>"}
@@ -35,7 +36,7 @@ def load_truth(path: Path) -> dict[str, dict]:
 def score_against_truth(truth_path: Path, dataset: Path) -> dict[str, Any]:
     """Precision/recall of exact and near dedup and of PII removal, and language-ID accuracy."""
     truth = load_truth(truth_path)
-    kept = _by_parent(p for p in sorted((dataset / "shards").glob("*.jsonl.gz")))
+    kept = _by_parent(iter_sources([dataset / "shards"]))
     removed = {r["id"]: r for p in sorted((dataset / "removed").glob("*.jsonl.gz")) for r in read_shard(p)}
     return {
         "exact_dedup": _dedup_scores(truth, removed, kept, "exact_dup_of", "exact_duplicate"),
@@ -46,13 +47,12 @@ def score_against_truth(truth_path: Path, dataset: Path) -> dict[str, Any]:
     }
 
 
-def _by_parent(paths: Iterable[Path]) -> dict[str, dict]:
+def _by_parent(docs: Iterable[dict]) -> dict[str, dict]:
     """Kept input documents with their chunks joined back (augmented copies left out), by id."""
     parts: dict[str, list[dict]] = defaultdict(list)
-    for path in paths:
-        for doc in read_shard(path):
-            if "augmented_from" not in doc["metadata"]:  # copies are not input documents
-                parts[doc["metadata"].get("parent_id", doc["id"])].append(doc)
+    for doc in docs:
+        if doc["metadata"].get("augmented_from") is None:  # copies are not input documents
+            parts[doc["metadata"].get("parent_id") or doc["id"]].append(doc)
     return {doc_id: {**chunks[0], "text": "\n".join(c["text"] for c in chunks)}
             for doc_id, chunks in parts.items()}
 

@@ -32,6 +32,16 @@ def write_shard(path: Path, docs: Iterable[dict]) -> int:
     return len(lines)
 
 
+def write_parquet_shard(path: Path, docs: Iterable[dict]) -> None:
+    """Write documents as Parquet: id, text, source columns and metadata as a struct column."""
+    import pyarrow
+    import pyarrow.parquet
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(list(docs)), tmp)
+    tmp.replace(path)
+
+
 def removed_record(doc: dict, step: str, reason: str, **detail) -> dict:
     """A removed document as stored: the document as the removing step saw it, plus why."""
     return {**doc, "removed": {"step": step, "reason": reason, **detail}}

@@ -190,19 +190,20 @@ def _run_in_processes(task: Callable[..., Any], calls: list[tuple], workers: int
             yield future.result()
 
 
+def _stem(shard: Path) -> str:
+    return shard.name.removesuffix(".jsonl.gz")
+
+
 def _marker_name(shard: Path) -> str:
-    return shard.name.removesuffix(".jsonl.gz") + ".done"
+    return _stem(shard) + ".done"
 
 
 def filter_shard(settings: dict, shard: Path, out: Path) -> None:
     """Stage 1 on one shard (a task, run by either executor): filtering steps, then dedup keys."""
     cfg = CurateConfig.model_validate(settings)
     kept, removed, stats = run_steps(read_shard(shard), filtering_steps(cfg.steps))
-    stem = shard.name.removesuffix(".jsonl.gz")
-    write_shard(out / shard.name, kept)
-    write_shard(out / f"{stem}.removed.jsonl.gz", removed)
-    dedup_stage.write_keys(out / f"{stem}.keys.npz", kept, cfg.steps.dedup)
-    mark_done(out / f"{stem}.done", {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
+    dedup_stage.write_keys(out / f"{_stem(shard)}.keys.npz", kept, cfg.steps.dedup)
+    _write_outputs(out, shard, kept, removed, stats)
 
 
 def finish_shard(settings: dict, shard: Path, out: Path) -> None:
@@ -210,10 +211,15 @@ def finish_shard(settings: dict, shard: Path, out: Path) -> None:
     cfg = CurateConfig.model_validate(settings)
     decisions = dedup_stage.load_decisions(shard.parent.parent / "dedup.json")
     kept, removed, stats = run_steps(read_shard(shard), finishing_steps(cfg.steps, decisions))
-    stem = shard.name.removesuffix(".jsonl.gz")
+    _write_outputs(out, shard, kept, removed, stats)
+
+
+def _write_outputs(out: Path, shard: Path, kept: list[dict], removed: list[dict],
+                   stats: list[StepStats]) -> None:
+    """A stage's files for one shard; the done marker goes last, so a marked shard is complete."""
     write_shard(out / shard.name, kept)
-    write_shard(out / f"{stem}.removed.jsonl.gz", removed)
-    mark_done(out / f"{stem}.done", {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
+    write_shard(out / f"{_stem(shard)}.removed.jsonl.gz", removed)
+    mark_done(out / _marker_name(shard), {"kept": len(kept), "stats": [s.to_dict() for s in stats]})
 
 
 def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> CurateResult:
@@ -259,7 +265,7 @@ def _publish_shard(path: Path, folder: Path, output_format: str) -> None:
 def _stage_stats(work: Path, input_shards: list[Path]) -> list[StepStats]:
     parts = []
     for shard in input_shards:
-        marker = shard.name.removesuffix(".jsonl.gz") + ".done"
+        marker = _marker_name(shard)
         parts.append(_read_json(work / "filtered" / marker)["stats"]
                      + _read_json(work / "finished" / marker)["stats"])
     return merge_all(parts)

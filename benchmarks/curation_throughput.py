@@ -40,11 +40,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from realdata import data_dir, joined
+
 RESULTS = Path(__file__).parent / "results"
 DOC_WORDS = 200
 TATOEBA_SENTENCES = 10
@@ -59,23 +60,6 @@ lmforge's spawned workers, which re-import it too, never pay for importing datat
 
 
 # --- input -------------------------------------------------------------------------------------
-
-def data_dir(arg: str | None) -> Path:
-    """--data, else $LMFORGE_DATA, else the shared folder beside the repository."""
-    return Path(arg or os.environ.get("LMFORGE_DATA") or REPO.parent / "shared" / "data")
-
-
-def joined(pieces: Iterable[str], sep: str, words: int = DOC_WORDS) -> list[str]:
-    """Consecutive pieces joined into documents of at least `words` words (the rest dropped)."""
-    docs, current, count = [], [], 0
-    for piece in pieces:
-        current.append(piece)
-        count += len(piece.split())
-        if count >= words:
-            docs.append(sep.join(current))
-            current, count = [], 0
-    return docs
-
 
 def tatoeba_documents(path: Path) -> list[str]:
     """Sentences grouped per language into documents of TATOEBA_SENTENCES sentences."""

@@ -22,7 +22,6 @@ LSH bucketing and clustering. Writes benchmarks/results/dedup_quality.md.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+from realdata import data_dir, joined
 
 from lmforge.data.dedup import (
     VERIFY_THRESHOLD,
@@ -41,7 +41,6 @@ from lmforge.data.dedup import (
     probability_curve,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 POSITIVE_LEVELS = (0.9, 0.8, 0.7)
 NEGATIVE_LEVEL = 0.5
@@ -52,24 +51,12 @@ Run = tuple[np.ndarray, float, float]
 """Cluster labels, seconds for signatures, seconds in all."""
 
 
-def joined(pieces: Iterable[str], sep: str) -> list[str]:
-    """Consecutive pieces joined into documents of at least DOC_WORDS words."""
-    docs, current, words = [], [], 0
-    for piece in pieces:
-        current.append(piece)
-        words += len(piece.split())
-        if words >= DOC_WORDS:
-            docs.append(sep.join(current))
-            current, words = [], 0
-    return docs
-
-
 def load_documents(data: Path) -> list[str]:
     paragraphs = (data / "wikitext2" / "raw" / "wiki.test.raw").read_text(encoding="utf-8").splitlines()
     wiki = [p.strip() for p in paragraphs if not p.strip().startswith("=") and len(p.split()) > 100]
     plays = (data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").splitlines()
     news = [line.split("\t")[0] for line in (data / "agnews" / "test.tsv").open(encoding="utf-8")]
-    return wiki + joined(plays, "\n") + joined(news, "\n\n")
+    return wiki + joined(plays, "\n", DOC_WORDS) + joined(news, "\n\n", DOC_WORDS)
 
 
 def random_edits(rng: random.Random, count: int, vocabulary: list[str]) -> list[tuple[str, float, str]]:
@@ -221,7 +208,7 @@ def render(rows: dict[str, dict[str, float]], planted: dict[float, list[Pair]], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("LMFORGE_DATA", REPO.parent / "shared" / "data")))
+                        default=data_dir())
     parser.add_argument("--pairs", type=int, default=250, help="planted pairs per similarity level")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)

@@ -133,6 +133,55 @@ def generate_cmd(
     typer.echo(tokenizer.decode(ids + new))
 
 
+TaskOpt = Annotated[str, typer.Option("--task", help="classify, ner or embed.")]
+
+
+@app.command("finetune")
+@guarded
+def finetune_cmd(
+    model: Annotated[Path, typer.Argument(help="Source model folder.")],
+    task: TaskOpt,
+    data: Annotated[Path, typer.Option("--data", help="Training file (TSV/CSV/JSONL or CoNLL).")],
+    dev: Annotated[Path | None, typer.Option(help="Dev file (default: 10% of train).")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test file, scored with the best weights.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output model folder.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML finetune config.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False,
+) -> None:
+    """Fine-tune a model folder on one task; writes a model folder with the head and metrics.json."""
+    from lmforge.config import commented_yaml, load
+    from lmforge.train.finetune import finetune
+    from lmforge.train.finetune_config import FinetuneConfig
+
+    given = [f"model='{model}'", f"task={task}", f"data.train='{data}'"]
+    given += [f"{key}='{value}'" for key, value in (("data.dev", dev), ("data.test", test), ("out", out))
+              if value is not None]
+    cfg = load(FinetuneConfig, config, given + list(set_ or []))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    result = finetune(cfg)
+    for split, metrics in (("dev", result.dev), ("test", result.test or {})):
+        for name, value in metrics.items():
+            typer.echo(f"{split} {name}: {value:.4f}")
+    typer.echo(f"model folder: {result.model_dir}")
+
+
+@app.command("evaluate")
+@guarded
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Fine-tuned model folder.")],
+    task: TaskOpt,
+    data: Annotated[Path, typer.Option("--data", help="Labelled file to score.")],
+    head: Annotated[str | None, typer.Option(help="Head name (default: the task's name).")] = None,
+) -> None:
+    """Score a model folder's task head on a data file; prints and records the metrics."""
+    from lmforge.train.finetune import evaluate
+
+    for name, value in evaluate(model, task, data, head).items():
+        typer.echo(f"{name}: {value:.4f}")
+
+
 @tokenizer_app.command("train")
 @guarded
 def tokenizer_train(config: ConfigArg = None, set_: SetOpt = None,

@@ -1,7 +1,8 @@
 """The model folder: the contract between training, compression, export and serving.
 
 `models/<m>/` holds config.json (architecture), model.safetensors (weights), tokenizer.json,
-heads.json (which heads, their label names) and manifest.json. Everything that loads a model
+heads.json (which heads, their label names), heads.safetensors (the task heads' weights, only
+when a head has a module) and manifest.json. Everything that loads a model
 goes through `load_model`.
 """
 
@@ -16,12 +17,15 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_model as load_safetensors
 from safetensors.torch import save_model as save_safetensors
+from torch import nn
 
 from lmforge.artifacts import ArtifactError, atomic_dir, atomic_write_json, write_manifest
 from lmforge.model.config import ModelConfig
+from lmforge.model.heads import build_heads
 from lmforge.model.xl import Transformer
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "heads.json")
+HEAD_WEIGHTS = "heads.safetensors"
 
 
 def tokenizer_file(path: str | Path) -> Path:
@@ -36,12 +40,21 @@ def tokenizer_file(path: str | Path) -> Path:
 def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig, tokenizer: str | Path,
                       heads: dict[str, Any], config_used: dict[str, Any] | None = None,
                       parents: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
-                      stage: str = "pretrain") -> Path:
-    """Write a complete model folder atomically (replacing an older one of the same name)."""
+                      stage: str = "pretrain", head_modules: nn.ModuleDict | None = None,
+                      files: dict[str, Any] | None = None) -> Path:
+    """Write a complete model folder atomically (replacing an older one of the same name).
+
+    `head_modules` are the task heads `heads` describes; `files` are extra JSON files (e.g.
+    metrics.json) written before the manifest, so it records their hashes too.
+    """
     path = Path(path)
     with atomic_dir(path, overwrite=True) as tmp:
         atomic_write_json(tmp / "config.json", config.model_dump(mode="json", exclude={"preset"}))
         save_safetensors(model, str(tmp / "model.safetensors"))
+        if head_modules is not None and len(head_modules):
+            save_safetensors(head_modules, str(tmp / HEAD_WEIGHTS))
+        for name, content in (files or {}).items():
+            atomic_write_json(tmp / name, content)
         shutil.copyfile(tokenizer_file(tokenizer), tmp / "tokenizer.json")
         atomic_write_json(tmp / "heads.json", {"heads": heads})
         write_manifest(tmp, stage, config_used, parents, extra)
@@ -74,3 +87,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
 
 def read_heads(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / "heads.json").read_text())["heads"]
+
+
+def load_heads(path: str | Path, device: str | torch.device = "cpu") -> nn.ModuleDict:
+    """Rebuild the task heads heads.json describes and load their weights (empty for an LM-only model)."""
+    path = Path(path)
+    heads = build_heads(read_heads(path), read_model_config(path).d_model)
+    if not len(heads):
+        return heads
+    if not (path / HEAD_WEIGHTS).is_file():
+        raise ArtifactError(f"{path}: heads.json lists task heads but {HEAD_WEIGHTS} is missing")
+    try:
+        load_safetensors(heads, str(path / HEAD_WEIGHTS), strict=True, device=str(device))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ArtifactError(f"{path / HEAD_WEIGHTS}: weights do not fit heads.json ({first})") from None
+    return heads.to(device).eval()

@@ -191,7 +191,7 @@ def _loop(run: _Run, state: TrainerState, plateau: Plateau, mems: Mems | None,
         if not math.isfinite(loss):
             bar.close()
             raise TrainingDiverged(_diverged_message(run, step, loss))
-        grad_norm = _clip(model, s.grad_clip)
+        grad_norm = clip_gradients(model, s.grad_clip)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -211,7 +211,7 @@ def _loop(run: _Run, state: TrainerState, plateau: Plateau, mems: Mems | None,
     return state, mems
 
 
-def _clip(model: torch.nn.Module, max_norm: float) -> float:
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     """Clip to `max_norm` (0 = off) and return the pre-clip global norm for the log."""
     limit = max_norm if max_norm > 0 else math.inf
     return float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit))

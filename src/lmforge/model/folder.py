@@ -19,7 +19,7 @@ from safetensors.torch import load_model as load_safetensors
 from safetensors.torch import save_model as save_safetensors
 from torch import nn
 
-from lmforge.artifacts import ArtifactError, atomic_dir, atomic_write_json, write_manifest
+from lmforge.artifacts import ArtifactError, atomic_dir, atomic_write_json, atomic_write_text, write_manifest
 from lmforge.model.config import ModelConfig
 from lmforge.model.heads import build_heads
 from lmforge.model.xl import Transformer
@@ -44,8 +44,9 @@ def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig,
                       files: dict[str, Any] | None = None) -> Path:
     """Write a complete model folder atomically (replacing an older one of the same name).
 
-    `head_modules` are the task heads `heads` describes; `files` are extra JSON files (e.g.
-    metrics.json) written before the manifest, so it records their hashes too.
+    `head_modules` are the task heads `heads` describes; `files` are extra files written before
+    the manifest, so it records their hashes too: strings verbatim (e.g. a metrics.jsonl log),
+    anything else as JSON (e.g. metrics.json).
     """
     path = Path(path)
     with atomic_dir(path, overwrite=True) as tmp:
@@ -54,7 +55,10 @@ def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig,
         if head_modules is not None and len(head_modules):
             save_safetensors(head_modules, str(tmp / HEAD_WEIGHTS))
         for name, content in (files or {}).items():
-            atomic_write_json(tmp / name, content)
+            if isinstance(content, str):
+                atomic_write_text(tmp / name, content)
+            else:
+                atomic_write_json(tmp / name, content)
         shutil.copyfile(tokenizer_file(tokenizer), tmp / "tokenizer.json")
         atomic_write_json(tmp / "heads.json", {"heads": heads})
         write_manifest(tmp, stage, config_used, parents, extra)

@@ -65,12 +65,13 @@ def dev_metric(task: str, k: int) -> str:
     return {"classify": "accuracy", "ner": "f1", "embed": f"recall@{k}"}[task]
 
 
-def new_head(cfg: FinetuneConfig, d_model: int, n_labels: int) -> torch.nn.Module:
-    if cfg.task == "classify":
+def new_head(task: str, d_model: int, n_labels: int, dim: int = 64, temperature: float = 0.05) -> torch.nn.Module:
+    """A freshly initialised head for `task`; `dim` and `temperature` only matter for embed."""
+    if task == "classify":
         return SequenceClassificationHead(d_model, n_labels)
-    if cfg.task == "ner":
+    if task == "ner":
         return TokenClassificationHead(d_model, n_labels)
-    return ContrastiveEmbeddingHead(d_model, cfg.dim, cfg.temperature)
+    return ContrastiveEmbeddingHead(d_model, dim, temperature)
 
 
 @torch.no_grad()
@@ -130,22 +131,28 @@ def _splits(cfg: FinetuneConfig, tokenizer: Tokenizer, max_len: int) -> tuple[di
             for name, ex in named.items()}, label_set
 
 
-def _step(model: MultiTaskModel, cfg: FinetuneConfig, data: Encoded, rows: list[int]) -> torch.Tensor:
+def task_loss(model: MultiTaskModel, head: str, data: Encoded, rows: list[int]) -> torch.Tensor:
+    """The training loss of `head` on the chosen rows of `data`."""
     idx, mask, labels = batch(data, rows)
-    if cfg.task == "embed":  # unsupervised SimCSE: the positive is the same batch, another dropout mask
-        loss, _ = model.forward_task(cfg.task, idx, mask, positive=idx, positive_mask=mask)
+    if model.heads[head].task == "embed":  # unsupervised SimCSE: same batch, another dropout mask
+        loss, _ = model.forward_task(head, idx, mask, positive=idx, positive_mask=mask)
     else:
-        loss, _ = model.forward_task(cfg.task, idx, mask, labels=labels)
+        loss, _ = model.forward_task(head, idx, mask, labels=labels)
     return loss
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains), as in BERT."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
 def _train(model: MultiTaskModel, cfg: FinetuneConfig, splits: dict[str, _Split], evaluate_dev,
            total: int) -> tuple[int, int, list[dict]]:
     """The optimisation loop with early stopping; leaves the best weights in `model`."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     name = dev_metric(cfg.task, cfg.k)
     best, best_step, best_state, bad, history = -math.inf, 0, None, 0, []
     batches = shuffled_batches(len(splits["train"].encoded.ids), cfg.batch_size, cfg.seed)
@@ -155,7 +162,7 @@ def _train(model: MultiTaskModel, cfg: FinetuneConfig, splits: dict[str, _Split]
     while step < total and bad < cfg.patience:
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, total, cfg.lr, cfg.warmup_fraction, cfg.min_lr_ratio)
-        loss = _step(model, cfg, splits["train"].encoded, next(batches))
+        loss = task_loss(model, cfg.task, splits["train"].encoded, next(batches))
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"step {step}: loss is {loss.item()}; try a lower lr (now {cfg.lr})")
         loss.backward()
@@ -186,7 +193,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     max_len = cfg.max_len or backbone.config.seq_len
     splits, label_set = _splits(cfg, tokenizer, max_len)
     heads = load_heads(cfg.model)
-    heads[cfg.task] = new_head(cfg, backbone.config.d_model, len(label_set))
+    heads[cfg.task] = new_head(cfg.task, backbone.config.d_model, len(label_set), cfg.dim, cfg.temperature)
     model = MultiTaskModel(backbone, heads, causal=cfg.causal)
 
     def evaluate_split(name: str) -> dict[str, float]:

@@ -65,7 +65,8 @@ def dev_metric(task: str, k: int) -> str:
     return {"classify": "accuracy", "ner": "f1", "embed": f"recall@{k}"}[task]
 
 
-def new_head(task: str, d_model: int, n_labels: int, dim: int = 64, temperature: float = 0.05) -> torch.nn.Module:
+def new_head(task: str, d_model: int, n_labels: int, dim: int = 64,
+             temperature: float = 0.05) -> torch.nn.Module:
     """A freshly initialised head for `task`; `dim` and `temperature` only matter for embed."""
     if task == "classify":
         return SequenceClassificationHead(d_model, n_labels)

@@ -1,0 +1,86 @@
+"""Multi-task fine-tuning on slices of BANKING77 (classify) and WNUT-17 (ner) from a 20-step pretrained model.
+
+GradNorm must keep its weights positive and summing to the number of tasks while moving them
+away from 1.0; equal weighting must leave them at 1.0. Both task losses must fall, and the output
+folder must hold both heads.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from lmforge.data.tasks import read_conll, read_text_labels
+from lmforge.model.folder import load_heads, load_model
+from lmforge.model.heads import MultiTaskModel
+from lmforge.train import pretrain
+from lmforge.train.finetune import score
+from lmforge.train.finetune_data import encode_examples
+from lmforge.train.multitask import TaskSpec, multitask_finetune
+
+
+@pytest.fixture(scope="module")
+def base_model(pretrain_config, tmp_path_factory) -> Path:
+    cfg = pretrain_config(tmp_path_factory.mktemp("pretrained"), steps=20)
+    cfg.model = cfg.model.model_copy(update={"seq_len": 64})
+    return pretrain(cfg, resume=None).model_dir
+
+
+@pytest.fixture(scope="module")
+def tasks(shared_data) -> list[TaskSpec]:
+    banking = read_text_labels(shared_data / "banking77/train.csv", "text", "category")
+    random.Random(0).shuffle(banking)  # the file is sorted by intent
+    wnut = read_conll(shared_data / "wnut17/wnut17train.conll")
+    return [TaskSpec("classify", banking[:1500], banking[1500:1700], head="intent"),
+            TaskSpec("ner", wnut[:600], wnut[600:700], head="entities")]
+
+
+def rescored(folder: Path, task: TaskSpec, labels: list[str]) -> dict[str, float]:
+    """The classify head's dev metrics from the saved folder alone."""
+    model = MultiTaskModel(load_model(folder), load_heads(folder))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    dev = encode_examples(tokenizer, task.dev, "classify", labels, 48)
+    return score(model, "intent", dev, task.dev, labels, tokenizer, 48, 1)
+
+
+def run(base_model: Path, tasks: list[TaskSpec], balancer: str, steps: int, out: Path | None = None):
+    return multitask_finetune(base_model, tasks, balancer, steps=steps, batch_size=16, lr=3e-3,
+                              log_every=steps // 4, max_len=48, out=out)
+
+
+def test_gradnorm_weights_move_stay_positive_and_sum_to_n_tasks(base_model, tasks, tmp_path):
+    result = run(base_model, tasks, "gradnorm", 40, tmp_path / "model")
+    for record in result.log:
+        weights = list(record["weights"].values())
+        assert all(w > 0 for w in weights) and sum(weights) == pytest.approx(2.0, abs=1e-4)
+    assert any(abs(w - 1.0) > 1e-3 for w in result.weights.values())
+    first, last = result.log[0]["losses"], result.log[-1]["losses"]
+    print(f"losses {first} -> {last}; weights {result.weights}; dev {result.dev}")
+    assert all(last[name] < first[name] for name in ("intent", "entities"))
+    assert set(result.dev["intent"]) == {"accuracy", "macro_f1"} and "f1" in result.dev["entities"]
+
+    folder = result.model_dir
+    spec = json.loads((folder / "heads.json").read_text())["heads"]
+    assert spec["intent"]["task"] == "classify" and spec["entities"]["task"] == "ner"
+    assert "B-person" in spec["entities"]["labels"]
+    assert set(load_heads(folder)) == {"intent", "entities"}
+    assert rescored(folder, tasks[0], spec["intent"]["labels"]) == result.dev["intent"]
+    logged = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert logged == result.log
+    assert json.loads((folder / "metrics.json").read_text())["dev"] == result.dev
+
+
+def test_equal_weights_stay_at_one(base_model, tasks):
+    result = run(base_model, tasks, "equal", 8)
+    assert len(result.log) == 4
+    assert all(record["weights"] == {"intent": 1.0, "entities": 1.0} for record in result.log)
+    assert result.model_dir is None
+
+
+def test_duplicate_head_names_are_rejected(base_model, tasks):
+    with pytest.raises(ValueError, match="distinct"):
+        multitask_finetune(base_model, [tasks[0], tasks[0]], steps=1)

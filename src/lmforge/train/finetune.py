@@ -43,7 +43,7 @@ from lmforge.train.finetune_data import (
     shuffled_batches,
     word_tags,
 )
-from lmforge.train.loop import TrainingDiverged, clip_gradients
+from lmforge.train.loop import TrainingDiverged, adamw, clip_gradients
 from lmforge.train.schedule import warmup_cosine
 from lmforge.train.task_metrics import accuracy, entity_prf, macro_f1, majority_baseline, recall_at_k
 
@@ -140,14 +140,6 @@ def task_loss(model: MultiTaskModel, head: str, data: Encoded, rows: list[int]) 
     else:
         loss, _ = model.forward_task(head, idx, mask, labels=labels)
     return loss
-
-
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and LayerNorm gains), as in BERT."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
 def _train(model: MultiTaskModel, cfg: FinetuneConfig, splits: dict[str, _Split], evaluate_dev,

@@ -61,13 +61,17 @@ class PretrainResult:
         return math.exp(self.val_loss_after)
 
 
-def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float,
+          betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
     """AdamW with decay on matrices only: decaying gains, biases and u/v offsets only hurts."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": settings.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, foreach=True)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+    return adamw(model, settings.lr, settings.weight_decay, settings.betas)
 
 
 def accumulate_gradients(model: Transformer, objective: Objective, x: torch.Tensor, y: torch.Tensor,

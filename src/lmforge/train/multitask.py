@@ -22,7 +22,7 @@ from lmforge.data.tasks import infer_labels
 from lmforge.model.folder import load_heads, load_model, read_heads, save_model_folder, tokenizer_file
 from lmforge.model.gradnorm import FixedWeights, GradNorm
 from lmforge.model.heads import MultiTaskModel, heads_spec, shared_layer
-from lmforge.train.finetune import adamw, new_head, score, task_loss
+from lmforge.train.finetune import new_head, score, task_loss
 from lmforge.train.finetune_config import Task
 from lmforge.train.finetune_data import (
     Encoded,
@@ -32,7 +32,7 @@ from lmforge.train.finetune_data import (
     read_examples,
     shuffled_batches,
 )
-from lmforge.train.loop import TrainingDiverged, clip_gradients
+from lmforge.train.loop import TrainingDiverged, adamw, clip_gradients
 from lmforge.train.schedule import warmup_cosine
 from lmforge.train.task_metrics import majority_baseline
 

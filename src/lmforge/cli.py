@@ -77,7 +77,10 @@ def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML
 @guarded
 def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False,
                  resume: Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, "
-                                                          "or a checkpoint folder.")] = "auto") -> None:
+                                                          "or a checkpoint folder.")] = "auto",
+                 nproc: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (torchrun); "
+                                                    "the `parallel` section says how they split the work.")] = 1,
+                 ) -> None:
     """Pretrain a model on packed tokens; checkpoints, metrics and the model folder under OUT."""
     from lmforge.config import commented_yaml, load
     from lmforge.train import PretrainConfig, pretrain
@@ -86,6 +89,10 @@ def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: Pr
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
+    if nproc > 1:
+        from lmforge.train.launch import launch
+
+        raise typer.Exit(launch(cfg, nproc, resume))
     result = pretrain(cfg, resume=None if resume == "none" else resume)
     typer.echo(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps")
     typer.echo(f"model folder: {result.model_dir}")

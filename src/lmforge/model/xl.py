@@ -11,6 +11,7 @@ Shapes: B batch, T segment length, M memory length, K = M + T keys, D width, H h
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,9 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        # The LM head is its own module (so parallelism can shard it) sharing the embedding matrix.
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -105,7 +109,7 @@ class Transformer(nn.Module):
         """
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
         for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and name != "lm_head":  # tied: set as the embedding
                 is_residual = name.endswith(("attn.wo", "mlp.w_out"))
                 nn.init.normal_(module.weight, std=residual_std if is_residual else 0.02)
                 if module.bias is not None:
@@ -131,24 +135,23 @@ class Transformer(nn.Module):
             raise ValueError(f"expected {len(self.blocks)} memory tensors (one per layer), got {len(mems)}")
         t = idx.size(1)
         mlen = mems[0].size(1) if mems is not None else 0
+        x = self.embed(idx, mlen)
+        mask = attention_mask(t, mlen, causal, padding_mask, idx.device)
+        keep = self.config.mem_len if mem_len is None else mem_len
+        x, new_mems = run_blocks(self.blocks, x, mems, mask, causal, keep)
+        hidden = self.norm(x)
+        return ModelOutput(hidden=hidden, logits=self.lm_head(hidden), mems=new_mems)
+
+    def embed(self, idx: Tensor, mlen: int) -> Tensor:
+        """Token (+ learned absolute position) embeddings of a segment that follows `mlen` memory tokens."""
+        t = idx.size(1)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             if mlen + t > self.pos_emb.num_embeddings:
                 raise ValueError(f"absolute positions reach {self.pos_emb.num_embeddings} tokens "
                                  f"(seq_len + mem_len); got {mlen} memory + {t} segment tokens")
             x = x + self.pos_emb(torch.arange(mlen, mlen + t, device=idx.device))
-        x = self.drop(x)
-
-        mask = attention_mask(t, mlen, causal, padding_mask, idx.device)
-        keep = self.config.mem_len if mem_len is None else mem_len
-        new_mems = []
-        for i, block in enumerate(self.blocks):
-            mem = mems[i] if mems is not None else None
-            if keep > 0:
-                new_mems.append(_extend_memory(mem, x, keep))
-            x = block(x, mem, mask, causal)
-        hidden = self.norm(x)
-        return ModelOutput(hidden=hidden, logits=F.linear(hidden, self.tok_emb.weight), mems=new_mems)
+        return self.drop(x)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Parameter count; `exclude_embeddings` drops the token and absolute-position tables.
@@ -158,6 +161,21 @@ class Transformer(nn.Module):
         tables = ("tok_emb.", "pos_emb.")
         return sum(p.numel() for name, p in self.named_parameters()
                    if not (exclude_embeddings and name.startswith(tables)))
+
+
+def run_blocks(blocks: Iterable[Block], x: Tensor, mems: list[Tensor] | None, mask: Tensor | None,
+               causal: bool, keep: int) -> tuple[Tensor, list[Tensor]]:
+    """Run `blocks` in order over x; returns the output and each block's next memory (if keep > 0).
+
+    A function of the blocks alone, so a pipeline stage holding some of them runs them the same way.
+    """
+    new_mems = []
+    for i, block in enumerate(blocks):
+        mem = mems[i] if mems is not None else None
+        if keep > 0:
+            new_mems.append(_extend_memory(mem, x, keep))
+        x = block(x, mem, mask, causal)
+    return x, new_mems
 
 
 def attention_mask(t: int, mlen: int, causal: bool, padding_mask: Tensor | None,

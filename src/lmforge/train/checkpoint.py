@@ -1,11 +1,19 @@
-"""Resumable checkpoints: safetensors for tensors, JSON for everything else, written atomically.
+"""Resumable checkpoints that any parallel layout can write and any other can read.
 
 A checkpoint is `step_NNNNNN/` holding
-  model.safetensors    the weights,
-  trainer.safetensors  AdamW moments and the recurrence memory of every micro-batch,
-  state.json           step, data position, RNG states, optimizer scalars, plateau state, config.
-The folder is filled under a temporary name and renamed, so a folder with a step name is
-complete; nothing is ever unpickled, so loading a checkpoint cannot run code.
+  model.safetensors    whole (unsharded) weights by parameter name,
+  trainer.safetensors  AdamW moments by parameter name (`opt.<name>.<slot>`) and the recurrence
+                       memory of each layer over the whole batch (`mem.<layer>`, rows in batch order),
+  state.json           step, data position, RNG states, optimizer scalars, plateau state, config,
+                       and the layout that wrote it.
+Under pipeline parallel each stage writes its own pair, `model-stage<k>-of-<p>.safetensors`; a
+reader merges all of them. Tensors are stored unsharded and named as in the single-device
+model, so a run written at dp=2 resumes at tp=2, pp=2 or in one process: torch's full-state-dict
+API (`torch.distributed.checkpoint.state_dict`) gathers shards when saving and re-shards when
+loading. This costs a gather of the whole model per stage, fine at the sizes this machine
+trains, and keeps checkpoints pickle-free (DCP's metadata file is a pickle). The folder is filled
+under a temporary name and renamed by rank 0 once every writer is done, so a folder with a step
+name is complete.
 """
 
 from __future__ import annotations
@@ -17,15 +25,29 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
-from lmforge.artifacts import atomic_dir, atomic_write_json
+from lmforge.artifacts import atomic_write_json
+
+if TYPE_CHECKING:
+    from lmforge.train.engine import Engine, Mems
 
 STATE = "state.json"
+FULL = StateDictOptions(full_state_dict=True)
+TIED = {"lm_head.weight": "tok_emb.weight"}
+"""The LM head shares the embedding matrix: a checkpoint may hold either name."""
 
 
 class CheckpointError(ValueError):
@@ -46,29 +68,49 @@ def step_dir(root: Path, step: int) -> Path:
     return root / f"step_{step:06d}"
 
 
-def save_checkpoint(root: Path, state: TrainerState, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, mems: list[list[torch.Tensor]],
-                    keep: int) -> Path:
-    """Write checkpoint `step_<state.step>` under `root`, then prune to the `keep` newest."""
+def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: torch.optim.Optimizer,
+                    mems: Mems | None, keep: int) -> Path:
+    """Write checkpoint `step_<state.step>` under `root` (collective), then prune to the `keep` newest."""
+    layout = engine.layout
+    weights = get_model_state_dict(engine.core, options=FULL)
+    optim = get_optimizer_state_dict(engine.core, optimizer, options=FULL)
+    memory = _gather_memory(engine, mems)
     target = step_dir(root, state.step)
-    tensors, scalars = _flatten_optimizer(optimizer)
-    for micro, layers in enumerate(mems):
-        for layer, mem in enumerate(layers):
-            tensors[f"mem.{micro}.{layer}"] = mem.contiguous()
-    with atomic_dir(target, overwrite=True) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        save_file(tensors, str(tmp / "trainer.safetensors"))
+    tmp = target.with_name(f".{target.name}.tmp")
+    if layout.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(layout)
+    if layout.writes_stage:
+        suffix = "" if layout.settings.pp == 1 else f"-stage{layout.pp_rank}-of-{layout.settings.pp}"
+        if "lm_head.weight" in weights and "tok_emb.weight" in weights:
+            del weights["lm_head.weight"]  # tied: stored once
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"model{suffix}.safetensors"))
+        tensors = {f"opt.{name}.{slot}": torch.as_tensor(value).contiguous()
+                   for name, slots in optim["state"].items() for slot, value in slots.items()}
+        tensors.update({f"mem.{layer}": mem.contiguous() for layer, mem in memory.items()})
+        save_file(tensors, str(tmp / f"trainer{suffix}.safetensors"))
+    _barrier(layout)
+    if layout.rank == 0:
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in optim["param_groups"]]
         atomic_write_json(tmp / STATE, {
             "step": state.step,
             "data_position": state.step,
             "plateau": state.plateau,
             "best_val_loss": state.best_val_loss,
             "model_config": state.model_config,
-            "optimizer": scalars,
+            "optimizer": {"param_groups": groups},
             "rng": _rng_state(),
+            "layout": layout.settings.model_dump(),
         })
-    for old in list_checkpoints(root)[:-keep]:
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
         shutil.rmtree(old, ignore_errors=True)
+        for stale in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    _barrier(layout)
     return target
 
 
@@ -87,23 +129,41 @@ def latest_checkpoint(root: Path) -> Path | None:
             json.loads((path / STATE).read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (path / "model.safetensors").is_file() and (path / "trainer.safetensors").is_file():
+        if any(path.glob("model*.safetensors")) and any(path.glob("trainer*.safetensors")):
             return path
     return None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    model_config: dict[str, Any]) -> tuple[TrainerState, list[list[torch.Tensor]]]:
-    """Restore weights, optimizer, RNG into the given objects; return the trainer state and mems."""
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Whole-model weights of a checkpoint, merged over its stage files, tied names filled in."""
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("model*.safetensors")):
+        weights.update(load_file(str(file)))
+    for alias, name in TIED.items():
+        if alias not in weights and name in weights:
+            weights[alias] = weights[name]
+    return weights
+
+
+def load_checkpoint(path: Path, engine: Engine, optimizer: torch.optim.Optimizer,
+                    model_config: dict[str, Any]) -> tuple[TrainerState, Mems]:
+    """Restore weights, optimizer and RNG into this rank's share of the model (collective)."""
     meta = json.loads((path / STATE).read_text())
     _check_architecture(path, meta["model_config"], model_config)
-    load_model(model, str(path / "model.safetensors"))
-    tensors = load_file(str(path / "trainer.safetensors"))
-    _restore_optimizer(optimizer, tensors, meta["optimizer"])
+    weights = read_weights(path)
+    names = list(engine.core.state_dict())
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise CheckpointError(f"{path}: no weights for {', '.join(missing[:5])} (incomplete checkpoint)")
+    set_model_state_dict(engine.core, {n: weights[n] for n in names}, options=FULL)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("trainer*.safetensors")):
+        tensors.update(load_file(str(file)))
+    _restore_optimizer(engine, optimizer, tensors, meta["optimizer"])
     _restore_rng(meta["rng"])
     state = TrainerState(step=meta["step"], plateau=meta["plateau"], model_config=meta["model_config"],
                          best_val_loss=meta.get("best_val_loss"))
-    return state, _unflatten_mems(tensors)
+    return state, _split_memory(engine, tensors, path)
 
 
 def _check_architecture(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -114,33 +174,50 @@ def _check_architecture(path: Path, saved: dict[str, Any], wanted: dict[str, Any
         raise CheckpointError(f"{path}: checkpoint is for another architecture ({detail})")
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            tensors[f"opt.{index}.{name}"] = torch.as_tensor(value).contiguous()
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+def _restore_optimizer(engine: Engine, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                        scalars: dict) -> None:
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, index, name = key.split(".", 2)
-            slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": scalars["param_groups"]})
+    current = get_optimizer_state_dict(engine.core, optimizer, options=FULL)
+    state = {}
+    for name, slots in current["state"].items():
+        stored = TIED.get(name, name) if f"opt.{name}.step" not in tensors else name
+        state[name] = {slot: tensors[f"opt.{stored}.{slot}"] for slot in slots}
+    groups = [{**group, **saved} for group, saved in zip(current["param_groups"], scalars["param_groups"],
+                                                         strict=True)]
+    set_optimizer_state_dict(engine.core, optimizer, {"state": state, "param_groups": groups}, options=FULL)
 
 
-def _unflatten_mems(tensors: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
-    keys = sorted((tuple(map(int, k.split(".")[1:])), k) for k in tensors if k.startswith("mem."))
-    mems: list[list[torch.Tensor]] = []
-    for (micro, _layer), key in keys:
-        while len(mems) <= micro:
-            mems.append([])
-        mems[micro].append(tensors[key])
-    return mems
+def _gather_memory(engine: Engine, mems: Mems | None) -> dict[int, torch.Tensor]:
+    """Each layer's memory over the whole batch (rows in batch order), on this stage's writer."""
+    if not mems or not mems[0]:
+        return {}
+    local = {layer: torch.cat([micro[i] for micro in mems]) for i, layer in enumerate(engine.layers)}
+    layout = engine.layout
+    if not layout.distributed or layout.settings.dp == 1:
+        return local
+    everyone: list[Any] = [None] * layout.world
+    dist.all_gather_object(everyone, (layout.pp_rank, layout.tp_rank, layout.dp_rank, local))
+    mine = sorted((dp, part) for pp, tp, dp, part in everyone if pp == layout.pp_rank and tp == 0)
+    return {layer: torch.cat([part[layer] for _, part in mine]) for layer in local}
+
+
+def _split_memory(engine: Engine, tensors: dict[str, torch.Tensor], path: Path) -> Mems:
+    """This rank's rows of each of its layers' memory, cut into its micro-batches."""
+    if not any(k.startswith("mem.") for k in tensors):
+        return []
+    rows = slice(engine.layout.dp_rank * engine.local_batch, (engine.layout.dp_rank + 1) * engine.local_batch)
+    per_layer = []
+    for layer in engine.layers:
+        whole = tensors.get(f"mem.{layer}")
+        if whole is None or whole.shape[0] != engine.local_batch * engine.layout.settings.dp:
+            raise CheckpointError(f"{path}: memory of layer {layer} is missing or was written for another "
+                                  "batch size; resume with the batch size the checkpoint was written at")
+        per_layer.append(whole[rows].split(engine.micro_batch))
+    return [list(micro) for micro in zip(*per_layer, strict=True)]
+
+
+def _barrier(layout) -> None:
+    if layout.distributed:
+        dist.barrier()
 
 
 def _rng_state() -> dict[str, Any]:

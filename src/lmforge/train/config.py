@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from lmforge.config import Config
 from lmforge.model.config import ModelConfig
+from lmforge.parallel.config import ParallelSettings
 
 
 class DataSettings(Config):
@@ -83,3 +84,5 @@ class PretrainConfig(Config):
     """Where the packed tokens and the tokenizer are."""
     train: TrainSettings = TrainSettings()
     """Optimisation, schedule, evaluation and checkpointing."""
+    parallel: ParallelSettings = ParallelSettings()
+    """How ranks split the work when launched with `--nproc N` (or torchrun); ignored in one process."""

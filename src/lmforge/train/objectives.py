@@ -33,17 +33,28 @@ class Objective:
     def causal(self) -> bool:
         return self.kind == "causal"
 
-    def prepare(self, x: torch.Tensor, y: torch.Tensor, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and labels for one micro-batch; `draw` numbers the batch draw.
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, draw: int,
+                rows: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels for a batch; `draw` numbers the batch draw.
 
         The masked objective draws a fresh mask for every draw (dynamic masking), seeded by
         (seed, draw) so that a resumed run draws exactly the masks the original would have.
+        `rows` = (first row, rows in the global batch) when x is one data-parallel rank's slice:
+        the mask is drawn for the whole global batch and sliced, so it does not depend on the layout.
         """
         if self.causal:
             return x, y
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + draw)
-        return mask_tokens(x, mask_id=self.mask_id, vocab_size=self.vocab_size,
-                           special_ids=self.special_ids, generator=generator, prob=self.mask_prob)
+        if rows is None:
+            return mask_tokens(x, mask_id=self.mask_id, vocab_size=self.vocab_size,
+                               special_ids=self.special_ids, generator=generator, prob=self.mask_prob)
+        first, total = rows
+        whole = x.new_zeros(total, x.shape[1])
+        whole[first:first + x.shape[0]] = x
+        inputs, labels = mask_tokens(whole, mask_id=self.mask_id, vocab_size=self.vocab_size,
+                                     special_ids=self.special_ids, generator=generator, prob=self.mask_prob)
+        mine = slice(first, first + x.shape[0])
+        return inputs[mine], labels[mine]
 
 
 def count_targets(labels: torch.Tensor) -> int:

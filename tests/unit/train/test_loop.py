@@ -5,10 +5,10 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-import lmforge.train.loop as loop
 from lmforge.model.folder import load_model
 from lmforge.train import CheckpointError, TrainingDiverged, pretrain
 from lmforge.train.checkpoint import latest_checkpoint
+from lmforge.train.engine import Engine
 from lmforge.train.metrics import read_metrics
 
 
@@ -41,13 +41,14 @@ def test_masked_objective_trains(pretrain_config, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(pretrain_config, tmp_path, monkeypatch):
-    real = loop.accumulate_gradients
+    real = Engine.forward_backward
+    steps = iter(range(1000))
 
-    def poisoned(model, objective, x, y, micro, mems, draw, bf16=False):
-        loss, n, mems = real(model, objective, x, y, micro, mems, draw, bf16)
-        return (float("nan") if draw == 13 else loss), n, mems
+    def poisoned(self, inputs, labels, mems, causal):
+        loss, mems = real(self, inputs, labels, mems, causal)
+        return (float("nan") if next(steps) == 13 else loss), mems
 
-    monkeypatch.setattr(loop, "accumulate_gradients", poisoned)
+    monkeypatch.setattr(Engine, "forward_backward", poisoned)
     cfg = pretrain_config(tmp_path, steps=20, checkpoint_every=10)
     with pytest.raises(TrainingDiverged, match=r"step 13: loss is nan.*step_000010"):
         pretrain(cfg, resume=None)

@@ -1,0 +1,69 @@
+"""`lmforge pretrain --nproc N`: check the layout, then run one worker per rank under torchrun.
+
+The parent process validates the parallel settings against the model and batch before any
+worker starts, writes the resolved config next to the checkpoints, and hands it to `torchrun
+--standalone` (one node). Each worker joins the gloo process group, builds the device mesh and
+runs the same `pretrain` loop as a single process. For several nodes, run on every node:
+
+    torchrun --nnodes 2 --node-rank R --nproc-per-node N --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m lmforge.train.launch CONFIG.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+import yaml
+from tokenizers import Tokenizer
+
+from lmforge.config import load, to_dict
+from lmforge.model.folder import tokenizer_file
+from lmforge.parallel import ParallelSettings, build_layout, check_layout
+from lmforge.train.config import PretrainConfig
+from lmforge.train.loop import pretrain
+
+
+def resolve_layout(cfg: PretrainConfig, world: int) -> ParallelSettings:
+    """The run's parallel settings checked against `world` ranks, the model and the batch."""
+    vocab = Tokenizer.from_file(str(tokenizer_file(cfg.data.tokenizer))).get_vocab_size()
+    model = cfg.model.model_copy(update={"vocab_size": vocab})
+    return check_layout(cfg.parallel, world, model, cfg.train.batch_size)
+
+
+def launch(cfg: PretrainConfig, nproc: int, resume: str) -> int:
+    """Start `nproc` workers on this machine; returns torchrun's exit status."""
+    settings = resolve_layout(cfg, nproc)
+    run_dir = cfg.out / "checkpoints" / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = run_dir / "launch.yaml"
+    resolved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    print(f"launching {nproc} workers: {settings.describe()}", flush=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "lmforge.train.launch", str(resolved), "--resume", resume]
+    return subprocess.run(command, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Worker: join the process group, build this rank's layout, train."""
+    parser = argparse.ArgumentParser(description="lmforge pretraining worker (started by torchrun)")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--resume", default="auto", help="auto, none, or a checkpoint folder")
+    args = parser.parse_args(argv)
+    dist.init_process_group("gloo")
+    try:
+        cfg = load(PretrainConfig, args.config, [])
+        layout = build_layout(resolve_layout(cfg, dist.get_world_size()))
+        result = pretrain(cfg, resume=None if args.resume == "none" else args.resume, layout=layout)
+        if layout.rank == 0:
+            print(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps", flush=True)
+            print(f"model folder: {result.model_dir}", flush=True)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

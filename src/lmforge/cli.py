@@ -78,8 +78,9 @@ def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML
 def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False,
                  resume: Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, "
                                                           "or a checkpoint folder.")] = "auto",
-                 nproc: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (torchrun); "
-                                                    "the `parallel` section says how they split the work.")] = 1,
+                 nproc: Annotated[int, typer.Option(min=1, help=(
+                     "Worker processes on this machine (torchrun); the `parallel` section says how "
+                     "they split the work."))] = 1,
                  ) -> None:
     """Pretrain a model on packed tokens; checkpoints, metrics and the model folder under OUT."""
     from lmforge.config import commented_yaml, load

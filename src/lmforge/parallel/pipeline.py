@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.tensor import DTensor
 
 from lmforge.model import Transformer
 from lmforge.model.xl import attention_mask, run_blocks
@@ -121,4 +122,8 @@ def sync_tied_gradients(stage: StageModule, group: dist.ProcessGroup | None) -> 
     if param is None or param.grad is None:
         return
     grad = param.grad
-    dist.all_reduce(grad.to_local() if hasattr(grad, "to_local") else grad, group=group)
+    if isinstance(grad, DTensor):
+        if grad.placements != param.placements:  # the vocab-parallel embedding's grad comes back replicated
+            param.grad = grad = grad.redistribute(placements=param.placements)
+        grad = grad.to_local()
+    dist.all_reduce(grad, group=group)

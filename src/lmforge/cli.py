@@ -21,6 +21,8 @@ tokenizer_app = typer.Typer(help="Train a tokenizer, or pack documents into toke
 model_app = typer.Typer(help="Inspect model presets.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
+parallel_app = typer.Typer(help="Plan parallel layouts.", no_args_is_help=True)
+app.add_typer(parallel_app, name="parallel")
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)]
 PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config, every key "
@@ -236,6 +238,23 @@ def model_info(preset: Annotated[str, typer.Argument(help="Preset name (tiny, sm
 
     cfg = build(ModelConfig, {"preset": preset, **parse_overrides(set_ or [])}, source="model")
     typer.echo(format_description(describe(cfg)))
+
+
+@parallel_app.command("plan")
+@guarded
+def parallel_plan(config: ConfigArg = None, set_: SetOpt = None,
+                  world: Annotated[int, typer.Option(min=1, help="Ranks to plan for.")] = 1) -> None:
+    """Dry run: check the `parallel` layout for WORLD ranks and print each rank's parameter, gradient
+    and optimizer bytes, without starting workers or allocating the model."""
+    from lmforge.config import load
+    from lmforge.parallel.plan import format_plan, memory_plan
+    from lmforge.train import PretrainConfig
+    from lmforge.train.launch import resolve_layout, vocab_size
+
+    cfg = load(PretrainConfig, config, set_)
+    settings = resolve_layout(cfg, world)
+    model = cfg.model.model_copy(update={"vocab_size": vocab_size(cfg)})
+    typer.echo(format_plan(memory_plan(model, settings), settings))
 
 
 def main() -> None:

@@ -27,10 +27,13 @@ from lmforge.train.config import PretrainConfig
 from lmforge.train.loop import pretrain
 
 
+def vocab_size(cfg: PretrainConfig) -> int:
+    return Tokenizer.from_file(str(tokenizer_file(cfg.data.tokenizer))).get_vocab_size()
+
+
 def resolve_layout(cfg: PretrainConfig, world: int) -> ParallelSettings:
     """The run's parallel settings checked against `world` ranks, the model and the batch."""
-    vocab = Tokenizer.from_file(str(tokenizer_file(cfg.data.tokenizer))).get_vocab_size()
-    model = cfg.model.model_copy(update={"vocab_size": vocab})
+    model = cfg.model.model_copy(update={"vocab_size": vocab_size(cfg)})
     return check_layout(cfg.parallel, world, model, cfg.train.batch_size)
 
 

@@ -22,7 +22,8 @@ def settings(**kw) -> ParallelSettings:
     ({"tp": 3}, 4, 8, "world size 4 is not a multiple of dp_replicate x tp x pp = 3"),
     ({"pp": 4, "dp_shard": 1}, 4, 8, "pp=4 stages need at least 4 layers, the model has n_layers=3"),
     ({"dp_shard": 4}, 4, 6, "batch_size=6 does not split over dp_replicate x dp_shard = 4"),
-    ({"pp": 2, "dp_shard": 2, "microbatches": 3}, 4, 8, "gets 4 sequences, which do not split into microbatches=3"),
+    ({"pp": 2, "dp_shard": 2, "microbatches": 3}, 4, 8,
+     "gets 4 sequences, which do not split into microbatches=3"),
 ])
 def test_layout_that_does_not_fit_is_named(layout, world, batch, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):

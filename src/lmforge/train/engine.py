@@ -144,8 +144,10 @@ class Engine:
         run = self.schedule.step if train else self.eval_schedule.eval
         args = (inputs,) if stage.first else ()
         with self._autocast():
-            run(*args, target=labels if stage.last else None, losses=losses if stage.last else None)
-        loss_sum = sum(float(x) for x in losses) / self.scale if stage.last else 0.0
+            # return_outputs=False: the last stage would otherwise keep every micro-batch's logits.
+            run(*args, target=labels if stage.last else None, losses=losses if stage.last else None,
+                return_outputs=False)
+        loss_sum = sum(float(x.detach()) for x in losses) / self.scale if stage.last else 0.0
         return loss_sum, stage.mems_out
 
     @torch.no_grad()

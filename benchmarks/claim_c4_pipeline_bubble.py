@@ -334,10 +334,9 @@ def report(rows: list[dict], args: argparse.Namespace, load: float, total_s: flo
             lines.append(f"- Measured, p = {p}, {schedule}: first tested m with mean idle < {CLAIM:.0%}: "
                          f"{first_below(rows, p, schedule, CLAIM)}"
                          + (" (oversubscribed cores, see above)." if p > cores else "."))
-    lines += ["", "The last column is what the schedule keeps after the step: `Engine._pipeline_step` calls "
-              "`schedule.step` without `return_outputs=False`, so the last stage appends every micro-batch's "
-              "logits to `output_chunks` (and merges them into one batch tensor that the Engine discards), "
-              "whatever the schedule; these bytes are not in the saved-activation column.", "",
+    lines += ["", "The last column is what the schedule keeps after the step in `output_chunks` (outputs "
+              "merged for the caller); the Engine asks for none (`return_outputs=False`), so it should be 0. "
+              "These bytes are not in the saved-activation column.", "",
               f"Total wall time {total_s / 60:.1f} min; foreign CPU load during the run: {load:.0%} of the "
               "machine (other processes' CPU time over the machine's capacity, from /proc/stat)."]
     return "\n".join(lines) + "\n"

@@ -42,22 +42,19 @@ EVAL_DRAW_OFFSET = 10**9  # masks drawn for evaluation never coincide with train
 
 
 class Engine:
+    """`model` (built whole and identically seeded on every rank) as this rank holds and trains it."""
+
     def __init__(self, model: Transformer, layout: Layout, local_batch: int, micro_batch: int, bf16: bool):
         self.layout, self.config, self.bf16 = layout, model.config, bf16
         s = layout.settings
         self.stage: StageModule | None = build_stage(model, layout) if s.pp > 1 else None
         core = self.stage if self.stage is not None else model
+        blocks = list(core.blocks.values() if self.stage is not None else core.blocks)
         if s.tp > 1:
-            blocks = core.blocks.values() if self.stage is not None else core.blocks
-            apply_tensor_parallel(blocks, layout.mesh["tp"], getattr(core, "tok_emb", None),
-                                  getattr(core, "lm_head", None))
-        if layout.distributed and s.dp > 1:
-            blocks = core.blocks.values() if self.stage is not None else core.blocks
-            self.module = apply_data_parallel(core, list(blocks), layout.mesh, s)
-        else:
-            self.module = core
+            apply_tensor_parallel(blocks, layout.mesh["tp"], core.tok_emb, core.lm_head)
         self.core = core
         """The unwrapped module: what parameter names and checkpoints refer to."""
+        self.module = apply_data_parallel(core, blocks, layout.mesh, s) if s.dp > 1 else core
         self.local_batch = local_batch
         self.micro_batch = local_batch // s.n_microbatches if s.pp > 1 else micro_batch
         self.scale = 1.0
@@ -81,11 +78,11 @@ class Engine:
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
-    def global_sum(self, values: list[float], only_reporters: bool = True) -> list[float]:
-        """Sum over ranks; with `only_reporters`, each dp slice counts once (last stage, tp rank 0)."""
+    def global_sum(self, values: list[float]) -> list[float]:
+        """Sum over ranks where each dp slice counts once (its last stage's tp rank 0 reports)."""
         if not self.layout.distributed:
             return values
-        mine = values if (self.layout.reports or not only_reporters) else [0.0] * len(values)
+        mine = values if self.layout.reports else [0.0] * len(values)
         buffer = torch.tensor(mine, dtype=torch.float64)
         dist.all_reduce(buffer)
         return buffer.tolist()

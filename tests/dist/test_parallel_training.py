@@ -1,7 +1,7 @@
 """Every parallel layout trains exactly like one process: real torchrun workers over gloo.
 
-Each layout runs 4 steps of a 2-layer model (dropout off, float32) on the same global batch of
-4 sequences; its per-step losses and validation losses must equal the single-process run's
+Each layout (up to 3-D: FSDP2 x TP x PP over 8 processes) runs 4 steps of a 2-layer model
+(dropout off, float32) on the same global batch of 4 sequences; its per-step losses and validation losses must equal the single-process run's
 within 1e-5. Checkpoints written at one layout must resume at another to the same trajectory.
 """
 
@@ -34,6 +34,7 @@ LAYOUTS = {
     "fsdp-x-tp": (4, {"dp_shard": 2, "tp": 2}, {}),
     "ddp-x-pp": (4, {"dp_replicate": 2, "dp_shard": 1, "pp": 2}, {}),
     "tp-x-pp": (4, {"tp": 2, "pp": 2, "dp_shard": 1}, {}),
+    "fsdp-x-tp-x-pp": (8, {"dp_shard": 2, "tp": 2, "pp": 2}, {}),
 }
 
 
@@ -140,14 +141,14 @@ def test_checkpoint_resumes_at_another_layout(written_at, read_at, single, layou
 
 def test_hard_killed_parallel_run_resumes_to_the_single_process_trajectory(pretrain_config, tmp_path):
     def config(out: Path) -> Path:
-        # Evaluating the whole validation split every step slows steps enough to kill mid-run.
-        cfg = pretrain_config(out, steps=20, checkpoint_every=5, eval_every=1, eval_segments=0)
+        # Evaluating every step slows steps enough to kill mid-run.
+        cfg = pretrain_config(out, steps=20, checkpoint_every=5, eval_every=1, eval_segments=10)
         cfg.model = cfg.model.model_copy(update={"dropout": 0.0})
         cfg.parallel = cfg.parallel.model_validate({"dp_shard": 2})
         return write(cfg, out / "cfg.yaml")
 
     straight = tmp_path / "straight"
-    cfg = pretrain_config(straight, steps=20, checkpoint_every=5, eval_every=1, eval_segments=0)
+    cfg = pretrain_config(straight, steps=20, checkpoint_every=5, eval_every=1, eval_segments=10)
     cfg.model = cfg.model.model_copy(update={"dropout": 0.0})
     pretrain(cfg, resume=None)
 

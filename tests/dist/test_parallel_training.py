@@ -7,6 +7,7 @@ within 1e-5. Checkpoints written at one layout must resume at another to the sam
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -137,6 +138,21 @@ def test_checkpoint_resumes_at_another_layout(written_at, read_at, single, layou
     expected_losses, expected_val = trajectory(single["causal"])
     assert_same(losses, expected_losses, (3, 4))
     assert_same(val, expected_val, (4,))
+
+
+def test_dropout_streams_differ_per_rank_and_resume_exactly_at_the_same_layout(pretrain_config, tmp_path):
+    def launch(out: Path, resume: str) -> None:
+        cfg = pretrain_config(out, steps=4, checkpoint_every=2, eval_every=2, keep_checkpoints=3)
+        cfg.parallel = cfg.parallel.model_validate({"dp_replicate": 2, "dp_shard": 1})
+        assert cfg.model.dropout > 0
+        run("pretrain", str(write(cfg, out / "cfg.yaml")), "--resume", resume, "--nproc", "2")
+
+    launch(tmp_path / "straight", "none")
+    checkpoint = tmp_path / "straight" / "checkpoints" / "t" / "step_000002"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["rng_per_rank"][0]["torch"] != state["rng_per_rank"][1]["torch"]
+    launch(tmp_path / "resumed", str(checkpoint))
+    assert_same(trajectory(tmp_path / "resumed")[0], trajectory(tmp_path / "straight")[0], (3, 4))
 
 
 def test_hard_killed_parallel_run_resumes_to_the_single_process_trajectory(pretrain_config, tmp_path):

@@ -59,6 +59,11 @@ class Layout:
         return self.pp_rank == self.settings.pp - 1
 
     @property
+    def random_stream(self) -> int:
+        """Index of this rank's random stream: one per (dp slice, stage), shared by tp ranks."""
+        return self.dp_rank * self.settings.pp + self.pp_rank
+
+    @property
     def writes_stage(self) -> bool:
         """One rank per pipeline stage (dp and tp coordinate 0) writes that stage's checkpoint shard."""
         return self.dp_rank == 0 and self.tp_rank == 0

@@ -4,8 +4,8 @@ A checkpoint is `step_NNNNNN/` holding
   model.safetensors    whole (unsharded) weights by parameter name,
   trainer.safetensors  AdamW moments by parameter name (`opt.<name>.<slot>`) and the recurrence
                        memory of each layer over the whole batch (`mem.<layer>`, rows in batch order),
-  state.json           step, data position, RNG states, optimizer scalars, plateau state, config,
-                       and the layout that wrote it.
+  state.json           step, data position, every rank's RNG states, optimizer scalars, plateau
+                       state, config, and the layout that wrote it.
 Under pipeline parallel each stage writes its own pair, `model-stage<k>-of-<p>.safetensors`; a
 reader merges all of them. Tensors are stored unsharded and named as in the single-device
 model, so a run written at dp=2 resumes at tp=2, pp=2 or in one process: torch's full-state-dict
@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
 from lmforge.artifacts import atomic_write_json
 
 if TYPE_CHECKING:
+    from lmforge.parallel import Layout
     from lmforge.train.engine import Engine, Mems
 
 STATE = "state.json"
@@ -75,6 +76,7 @@ def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: 
     weights = get_model_state_dict(engine.core, options=FULL)
     optim = get_optimizer_state_dict(engine.core, optimizer, options=FULL)
     memory = _gather_memory(engine, mems)
+    rng = _gather(layout, _rng_state())
     target = step_dir(root, state.step)
     tmp = target.with_name(f".{target.name}.tmp")
     if layout.rank == 0:
@@ -100,7 +102,8 @@ def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: 
             "best_val_loss": state.best_val_loss,
             "model_config": state.model_config,
             "optimizer": {"param_groups": groups},
-            "rng": _rng_state(),
+            "rng": rng[0],
+            "rng_per_rank": rng,
             "layout": layout.settings.model_dump(),
         })
         old = target.with_name(f".{target.name}.old")
@@ -160,7 +163,7 @@ def load_checkpoint(path: Path, engine: Engine, optimizer: torch.optim.Optimizer
     for file in sorted(path.glob("trainer*.safetensors")):
         tensors.update(load_file(str(file)))
     _restore_optimizer(engine, optimizer, tensors, meta["optimizer"])
-    _restore_rng(meta["rng"])
+    _restore_rng_streams(engine.layout, meta)
     state = TrainerState(step=meta["step"], plateau=meta["plateau"], model_config=meta["model_config"],
                          best_val_loss=meta.get("best_val_loss"))
     return state, _split_memory(engine, tensors, path)
@@ -194,8 +197,7 @@ def _gather_memory(engine: Engine, mems: Mems | None) -> dict[int, torch.Tensor]
     layout = engine.layout
     if not layout.distributed or layout.settings.dp == 1:
         return local
-    everyone: list[Any] = [None] * layout.world
-    dist.all_gather_object(everyone, (layout.pp_rank, layout.tp_rank, layout.dp_rank, local))
+    everyone = _gather(layout, (layout.pp_rank, layout.tp_rank, layout.dp_rank, local))
     mine = sorted((dp, part) for pp, tp, dp, part in everyone if pp == layout.pp_rank and tp == 0)
     return {layer: torch.cat([part[layer] for _, part in mine]) for layer in local}
 
@@ -215,7 +217,30 @@ def _split_memory(engine: Engine, tensors: dict[str, torch.Tensor], path: Path) 
     return [list(micro) for micro in zip(*per_layer, strict=True)]
 
 
-def _barrier(layout) -> None:
+def _restore_rng_streams(layout: Layout, meta: dict[str, Any]) -> None:
+    """Each rank's own RNG state at the layout that wrote it; at another layout, distinct fresh streams.
+
+    Streams differ per data-parallel slice and pipeline stage (dropout masks must not repeat
+    across ranks that see different rows) and agree across tensor-parallel ranks.
+    """
+    per_rank = meta.get("rng_per_rank") or [meta["rng"]]
+    if meta.get("layout") == layout.settings.model_dump() and len(per_rank) == layout.world:
+        _restore_rng(per_rank[layout.rank])
+        return
+    _restore_rng(per_rank[0])
+    if layout.distributed:
+        torch.manual_seed(int(torch.randint(2**62, ())) + layout.random_stream)
+
+
+def _gather(layout: Layout, value: Any) -> list[Any]:
+    if not layout.distributed:
+        return [value]
+    everyone: list[Any] = [None] * layout.world
+    dist.all_gather_object(everyone, value)
+    return everyone
+
+
+def _barrier(layout: Layout) -> None:
     if layout.distributed:
         dist.barrier()
 

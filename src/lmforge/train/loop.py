@@ -123,6 +123,8 @@ def _build(cfg: PretrainConfig, layout: Layout) -> _Run:
     model = Transformer(model_config)
     local = s.batch_size // dp
     engine = Engine(model, layout, local, min(s.micro_batch_size or local, local), s.precision == "bf16")
+    if layout.distributed:  # same weights everywhere, but each dp slice and stage its own dropout masks
+        torch.manual_seed(s.seed + 1_000_003 * (1 + layout.random_stream))
     special = tuple(tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)
     objective = Objective(kind=s.objective, mask_id=tokenizer.token_to_id("<mask>"), vocab_size=vocab,
                           special_ids=special, mask_prob=s.mask_prob, seed=s.seed)

@@ -177,6 +177,28 @@ def finetune_cmd(
     typer.echo(f"model folder: {result.model_dir}")
 
 
+@app.command("multitask")
+@guarded
+def multitask_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False) -> None:
+    """Fine-tune one backbone on several tasks at once, balancing them with GradNorm (or equally)."""
+    from lmforge.config import commented_yaml, load
+    from lmforge.train.finetune_config import MultitaskConfig
+    from lmforge.train.multitask import TaskSpec, multitask_finetune
+
+    cfg = load(MultitaskConfig, config, set_)
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    specs = [TaskSpec(**t.model_dump()) for t in cfg.tasks]
+    settings = cfg.model_dump(exclude={"model", "tasks"})
+    result = multitask_finetune(cfg.model, specs, **settings)
+    for head, metrics in result.dev.items():
+        for name, value in metrics.items():
+            typer.echo(f"dev {head} {name}: {value:.4f}")
+    typer.echo("final weights: " + ", ".join(f"{k} {v:.3f}" for k, v in result.weights.items()))
+    typer.echo(f"model folder: {result.model_dir}")
+
+
 @app.command("evaluate")
 @guarded
 def evaluate_cmd(

@@ -68,3 +68,49 @@ class FinetuneConfig(Config):
     """embed: size of the projected unit embedding."""
     k: int = Field(1, gt=0)
     """embed: recall@k is the dev metric and reported score."""
+
+
+class MultitaskTaskSettings(Config):
+    task: Task
+    """classify, ner or embed."""
+    train: Path
+    """Training file of this task (same formats as `lmforge finetune`)."""
+    dev: Path | None = None
+    """Dev file; without one, a seeded 10% of train is held out."""
+    head: str | None = None
+    """Name of this task's head in the model folder (default: the task kind; must be distinct)."""
+    text_column: str | int = "text"
+    """Text column name (or 0-based position)."""
+    label_column: str | int = "label"
+    """Label column name (or position)."""
+    k: int = Field(1, gt=0)
+    """embed: recall@k is the reported score."""
+
+
+class MultitaskConfig(Config):
+    """`lmforge multitask CONFIG`: one backbone, one head per task, GradNorm or equal task weights."""
+
+    model: Path
+    """Source model folder."""
+    tasks: list[MultitaskTaskSettings] = Field(min_length=2)
+    """The tasks trained together; every step draws one batch of each."""
+    out: Path
+    """Output model folder (backbone, every head, metrics.json, metrics.jsonl)."""
+    balancer: Literal["gradnorm", "equal"] = "gradnorm"
+    """gradnorm: learnable weights balancing gradient norms (Chen et al. 2018); equal: all 1."""
+    alpha: float = Field(1.5, ge=0)
+    """GradNorm asymmetry: higher pulls harder toward equal training rates (paper: 0.12 to 3)."""
+    steps: int = Field(300, gt=0)
+    """Optimizer steps (fixed: no early stopping across several dev metrics)."""
+    batch_size: int = Field(32, gt=1)
+    """Examples per task per step."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak rate of the warm-up + cosine schedule."""
+    seed: int = 0
+    """Seeds heads, dropout, batch order and dev hold-outs."""
+    log_every: int = Field(10, gt=0)
+    """Steps between metrics.jsonl records of per-task loss and weight."""
+    max_len: int | None = Field(None, gt=0)
+    """Truncate examples to this many tokens; default the model's seq_len."""
+    causal: bool = False
+    """Attention of the task heads: False = bidirectional encoder."""

@@ -271,11 +271,10 @@ def parallel_plan(config: ConfigArg = None, set_: SetOpt = None,
     from lmforge.config import load
     from lmforge.parallel.plan import format_plan, memory_plan
     from lmforge.train import PretrainConfig
-    from lmforge.train.launch import resolve_layout, vocab_size
+    from lmforge.train.launch import resolve_layout
 
     cfg = load(PretrainConfig, config, set_)
-    settings = resolve_layout(cfg, world)
-    model = cfg.model.model_copy(update={"vocab_size": vocab_size(cfg)})
+    settings, model = resolve_layout(cfg, world)
     typer.echo(format_plan(memory_plan(model, settings), settings))
 
 

@@ -39,9 +39,10 @@ LAYOUTS = {
 }
 
 
-def make_config(pretrain_config, out: Path, parallel: dict | None = None, **train):
-    cfg = pretrain_config(out, steps=4, checkpoint_every=2, eval_every=2, keep_checkpoints=3, **train)
-    cfg.model = cfg.model.model_copy(update={"dropout": 0.0})
+def make_config(pretrain_config, out: Path, parallel: dict | None = None, dropout: float = 0.0, **train):
+    settings = {"steps": 4, "checkpoint_every": 2, "eval_every": 2, "keep_checkpoints": 3, **train}
+    cfg = pretrain_config(out, **settings)
+    cfg.model = cfg.model.model_copy(update={"dropout": dropout})
     if parallel:
         cfg.parallel = cfg.parallel.model_validate(parallel)
     return cfg
@@ -142,8 +143,7 @@ def test_checkpoint_resumes_at_another_layout(written_at, read_at, single, layou
 
 def test_dropout_streams_differ_per_rank_and_resume_exactly_at_the_same_layout(pretrain_config, tmp_path):
     def launch(out: Path, resume: str) -> None:
-        cfg = pretrain_config(out, steps=4, checkpoint_every=2, eval_every=2, keep_checkpoints=3)
-        cfg.parallel = cfg.parallel.model_validate({"dp_replicate": 2, "dp_shard": 1})
+        cfg = make_config(pretrain_config, out, {"dp_replicate": 2, "dp_shard": 1}, dropout=0.1)
         assert cfg.model.dropout > 0
         run("pretrain", str(write(cfg, out / "cfg.yaml")), "--resume", resume, "--nproc", "2")
 
@@ -156,20 +156,13 @@ def test_dropout_streams_differ_per_rank_and_resume_exactly_at_the_same_layout(p
 
 
 def test_hard_killed_parallel_run_resumes_to_the_single_process_trajectory(pretrain_config, tmp_path):
-    def config(out: Path) -> Path:
-        # Evaluating every step slows steps enough to kill mid-run.
-        cfg = pretrain_config(out, steps=20, checkpoint_every=5, eval_every=1, eval_segments=10)
-        cfg.model = cfg.model.model_copy(update={"dropout": 0.0})
-        cfg.parallel = cfg.parallel.model_validate({"dp_shard": 2})
-        return write(cfg, out / "cfg.yaml")
-
+    # Evaluating every step slows steps enough to kill mid-run.
+    slow = {"steps": 20, "checkpoint_every": 5, "eval_every": 1, "eval_segments": 10}
     straight = tmp_path / "straight"
-    cfg = pretrain_config(straight, steps=20, checkpoint_every=5, eval_every=1, eval_segments=10)
-    cfg.model = cfg.model.model_copy(update={"dropout": 0.0})
-    pretrain(cfg, resume=None)
+    pretrain(make_config(pretrain_config, straight, **slow), resume=None)
 
     resumed = tmp_path / "resumed"
-    path = config(resumed)
+    path = write(make_config(pretrain_config, resumed, {"dp_shard": 2}, **slow), resumed / "cfg.yaml")
     process = lmforge("pretrain", str(path), "--nproc", "2", start_new_session=True)
     deadline = time.time() + 300
     while latest_checkpoint(resumed / "checkpoints" / "t") is None and process.poll() is None \

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
 
 from lmforge.model import Transformer
 from lmforge.parallel import (
@@ -186,19 +186,31 @@ class Engine:
 def global_grad_norm(module: nn.Module, layout: Layout, skip_tied_head: bool) -> float:
     """L2 norm of all gradients of the model, whatever shards or stages they are spread over.
 
-    DTensor gradients (tensor parallel, FSDP) reduce over their own mesh; plain ones are whole
-    on this rank (replicated over dp and tp). Under pipeline parallel the stages' sums of
-    squares are added, counting the tied embedding/LM-head gradient once.
+    Plain gradients are whole on this rank (replicated over dp and tp). DTensor gradients
+    (tensor parallel, FSDP) are grouped by mesh and placements: each group's local sum of
+    squares is all-reduced once over the mesh dimensions that shard it, rather than one
+    collective per parameter. Under pipeline parallel the stages' sums are added, counting the
+    tied embedding/LM-head gradient once.
     """
     squares = torch.zeros((), dtype=torch.float64)
+    sharded: dict[tuple, torch.Tensor] = {}
     for name, param in module.named_parameters():
         if param.grad is None or (skip_tied_head and name == "lm_head.weight"):
             continue
         grad = param.grad
         if isinstance(grad, DTensor):
-            squares += grad.float().norm().full_tensor().double() ** 2
+            if any(p.is_partial() for p in grad.placements):  # pending sums: finish them first
+                grad = grad.redistribute(placements=[Replicate() if p.is_partial() else p
+                                                     for p in grad.placements])
+            key = (grad.device_mesh, tuple(grad.placements))
+            sharded[key] = sharded.get(key, 0.0) + grad.to_local().double().pow(2).sum()
         else:
-            squares += grad.float().norm().double() ** 2
+            squares += grad.double().pow(2).sum()
+    for (mesh, placements), local in sharded.items():
+        for dim, placement in enumerate(placements):
+            if not placement.is_replicate():  # Shard, or FSDP's _StridedShard over tensor parallel
+                dist.all_reduce(local, group=mesh.get_group(dim))
+        squares += local
     if layout.distributed and layout.settings.pp > 1:
         dist.all_reduce(squares, group=layout.mesh["pp"].get_group())
     return float(squares.sqrt())

@@ -21,25 +21,24 @@ import yaml
 from tokenizers import Tokenizer
 
 from lmforge.config import load, to_dict
+from lmforge.model import ModelConfig
 from lmforge.model.folder import tokenizer_file
 from lmforge.parallel import ParallelSettings, build_layout, check_layout
 from lmforge.train.config import PretrainConfig
 from lmforge.train.loop import pretrain
 
 
-def vocab_size(cfg: PretrainConfig) -> int:
-    return Tokenizer.from_file(str(tokenizer_file(cfg.data.tokenizer))).get_vocab_size()
-
-
-def resolve_layout(cfg: PretrainConfig, world: int) -> ParallelSettings:
-    """The run's parallel settings checked against `world` ranks, the model and the batch."""
-    model = cfg.model.model_copy(update={"vocab_size": vocab_size(cfg)})
-    return check_layout(cfg.parallel, world, model, cfg.train.batch_size)
+def resolve_layout(cfg: PretrainConfig, world: int) -> tuple[ParallelSettings, ModelConfig]:
+    """The run's parallel settings checked against `world` ranks, the model and the batch,
+    and the model config with the tokenizer's vocabulary size."""
+    vocab = Tokenizer.from_file(str(tokenizer_file(cfg.data.tokenizer))).get_vocab_size()
+    model = cfg.model.model_copy(update={"vocab_size": vocab})
+    return check_layout(cfg.parallel, world, model, cfg.train.batch_size), model
 
 
 def launch(cfg: PretrainConfig, nproc: int, resume: str) -> int:
     """Start `nproc` workers on this machine; returns torchrun's exit status."""
-    settings = resolve_layout(cfg, nproc)
+    settings, _ = resolve_layout(cfg, nproc)
     run_dir = cfg.out / "checkpoints" / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = run_dir / "launch.yaml"
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group("gloo")
     try:
         cfg = load(PretrainConfig, args.config, [])
-        layout = build_layout(resolve_layout(cfg, dist.get_world_size()))
+        layout = build_layout(resolve_layout(cfg, dist.get_world_size())[0])
         result = pretrain(cfg, resume=None if args.resume == "none" else args.resume, layout=layout)
         if layout.rank == 0:
             print(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps", flush=True)

@@ -51,9 +51,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def measure_peak_gflops(size: int = 1024, seconds: float = 0.3, dtype: torch.dtype = torch.float32) -> float:
-    """Best observed matmul rate on this machine (GFLOP/s): the denominator of MFU."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    """Best observed matmul rate on this machine (GFLOP/s): the denominator of MFU.
+
+    The operands come from a private generator: the probe runs after a resumed run has restored
+    its RNG state, and drawing from the global one there would shift every later dropout mask.
+    """
+    private = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, dtype=dtype, generator=private)
+    b = torch.randn(size, size, dtype=dtype, generator=private)
     a @ b  # warm-up: thread pool and kernel selection
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:

@@ -62,9 +62,30 @@ def test_generate_is_reproducible_with_a_seed(quickstart):
 
 
 def test_model_info_prints_guide_sizes(tmp_path):
+    """The printed figures of base-768, by the formulas of tests/unit/model/test_presets.py.
+
+    D 768, L 12, F 3072, V 32000, T = M = 512, K = 1024, H 12, xl positions.
+    """
     proc = lmforge("model", "info", "base-768", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "parameters" in proc.stdout.lower()
+    rows = dict(line.split("  ", 1) for line in proc.stdout.splitlines())
+    rows = {name.strip(): value.strip() for name, value in rows.items()}
+    d, layers, ff, vocab, t, k, heads = 768, 12, 3072, 32000, 512, 1024, 12
+    w_r = layers * d * d
+    non_embedding = layers * (4 * d + 4 * (d * d + d) + 2 * d * ff + ff + d + d * d + 2 * d) + 2 * d
+    total = non_embedding + vocab * d
+    flops = 6 * (non_embedding - w_r + vocab * d) + layers * (12 * k * d + 12 * d * d + 6 * k * d + 8 * d * d)
+    activations = 4 * (layers * (4 * k * d + 4 * t * d + 2 * t * ff + 3 * heads * t * k) + t * d + 2 * t * vocab)
+    assert (total, flops) == (116_728_320, 969_329_664)
+    assert rows["preset"] == "base-768" and rows["position"] == "xl"
+    assert rows["parameters"] == f"{total / 1e6:.2f} M ({total:,})" == "116.73 M (116,728,320)"
+    assert rows["non embedding parameters"] == f"{non_embedding / 1e6:.2f} M ({non_embedding:,})"
+    assert rows["embedding parameters"] == "24.58 M (24,576,000)"
+    assert rows["position parameters"] == f"{(w_r + 2 * layers * d) / 1e6:.2f} M ({w_r + 2 * layers * d:,})"
+    assert rows["parameter bytes fp32"] == f"{4 * total / 2**20:.1f} MiB" == "445.3 MiB"
+    assert rows["training state bytes"] == f"{16 * total / 2**30:.3f} GiB" == "1.739 GiB"
+    assert rows["activation bytes"] == f"{activations / 2**30:.3f} GiB" == "1.319 GiB"
+    assert rows["flops per token"] == f"{flops / 1e6:.1f} MFLOP" == "969.3 MFLOP"
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -126,15 +127,28 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest checkpoint whose state.json parses; a damaged newest one is skipped."""
+    """The newest intact checkpoint; a damaged newest one (disk corruption, a copy cut short) is skipped.
+
+    Writes are atomic (a folder gets its step name only once complete), so damage comes from
+    outside: a state.json that does not parse, or a tensor file whose header does not cover the
+    file (safetensors checks that when opening, without reading the tensors).
+    """
     for path in reversed(list_checkpoints(root)):
-        try:
-            json.loads((path / STATE).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if any(path.glob("model*.safetensors")) and any(path.glob("trainer*.safetensors")):
+        if _intact(path):
             return path
     return None
+
+
+def _intact(path: Path) -> bool:
+    try:
+        json.loads((path / STATE).read_text())
+        files = [*path.glob("model*.safetensors"), *path.glob("trainer*.safetensors")]
+        for file in files:
+            with safe_open(str(file), "pt"):
+                pass
+    except (OSError, ValueError, SafetensorError):
+        return False
+    return any(f.name.startswith("model") for f in files) and any(f.name.startswith("trainer") for f in files)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

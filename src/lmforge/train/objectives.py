@@ -62,6 +62,10 @@ def count_targets(labels: torch.Tensor) -> int:
 
 
 def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over target positions (labels == -100 are skipped)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    """Cross-entropy summed over target positions (labels == -100 are skipped).
+
+    Computed in at least float32 (bf16 logits are upcast), never below the logits' own precision:
+    float64 logits stay float64.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch must be installed before anything can pull a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench mutate planted clean
 
 setup: $(VENV)/.installed
 
@@ -25,9 +25,18 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 
+# Mutation testing of the core modules (not in CI; about N minutes on 2 cores): docs/testing.md.
+mutate: setup
+	$(PY) -m pip install -q -e '.[dev,mutate]'
+	$(PY) tests/mutants/mutate.py
+
+# Re-plant the bugs each correctness test exists for (tests/mutants/planted_*.py); all must be caught.
+planted: setup
+	$(PY) tests/mutants/plant.py
+
 bench: setup
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache mutants

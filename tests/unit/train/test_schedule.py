@@ -46,7 +46,8 @@ def test_defaults_are_the_guides_ten_percent_warmup_and_tenth_of_peak_floor():
 def test_shortest_schedules_reach_peak_first_and_floor_last():
     assert warmup_cosine(0, 1, 2.0, warmup_fraction=0.0) == pytest.approx(2.0)  # no warm-up: one step
     assert [warmup_cosine(s, 2, 2.0, warmup_fraction=0.0) for s in (0, 1)] == pytest.approx([2.0, 0.2])
-    assert [warmup_cosine(s, 3, 2.0, warmup_fraction=0.0) for s in (0, 1, 2)] == pytest.approx([2.0, 1.1, 0.2])
+    three = [warmup_cosine(s, 3, 2.0, warmup_fraction=0.0) for s in (0, 1, 2)]
+    assert three == pytest.approx([2.0, 1.1, 0.2])
 
 
 def test_plateau_counts_a_tie_as_no_improvement_and_compounds_cuts():

@@ -75,7 +75,8 @@ def test_model_info_prints_guide_sizes(tmp_path):
     non_embedding = layers * (4 * d + 4 * (d * d + d) + 2 * d * ff + ff + d + d * d + 2 * d) + 2 * d
     total = non_embedding + vocab * d
     flops = 6 * (non_embedding - w_r + vocab * d) + layers * (12 * k * d + 12 * d * d + 6 * k * d + 8 * d * d)
-    activations = 4 * (layers * (4 * k * d + 4 * t * d + 2 * t * ff + 3 * heads * t * k) + t * d + 2 * t * vocab)
+    per_layer = 4 * k * d + 4 * t * d + 2 * t * ff + 3 * heads * t * k
+    activations = 4 * (layers * per_layer + t * d + 2 * t * vocab)
     assert (total, flops) == (116_728_320, 969_329_664)
     assert rows["preset"] == "base-768" and rows["position"] == "xl"
     assert rows["parameters"] == f"{total / 1e6:.2f} M ({total:,})" == "116.73 M (116,728,320)"

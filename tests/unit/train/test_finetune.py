@@ -177,10 +177,13 @@ def independent_ner_scores(folder: Path, examples, max_len: int = 64) -> dict[st
 def independent_accuracy(folder: Path, examples, max_len: int = 64) -> float:
     model, tokenizer, heads = saved(folder)
     labels = heads["classify"]["labels"]
+    hits = 0
     with torch.no_grad():
-        hits = [labels[int(model.forward_task("classify", torch.tensor([tokenizer.encode(ex.text).ids[:max_len]]))
-                           [1].argmax())] == ex.label for ex in examples]
-    return sum(hits) / len(hits)
+        for ex in examples:
+            ids = tokenizer.encode(ex.text).ids[:max_len]
+            _, logits = model.forward_task("classify", torch.tensor([ids]))
+            hits += labels[int(logits.argmax())] == ex.label
+    return hits / len(examples)
 
 
 def independent_recall_at_1(folder: Path, examples, max_len: int = 64) -> float:
@@ -238,8 +241,8 @@ def test_classify_overfits_a_small_builtin_set(base_model, tiny_corpus, tmp_path
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     examples = read_text_labels(path, "text", "label")
     assert len({ex.label for ex in examples}) == 4
-    cfg = FinetuneConfig(model=base_model, task="classify", out=tmp_path / "classify", steps=60, eval_every=20,
-                         lr=3e-3, patience=10, max_len=64, data={"train": path, "dev": path})
+    cfg = FinetuneConfig(model=base_model, task="classify", out=tmp_path / "classify", steps=60,
+                         eval_every=20, lr=3e-3, patience=10, max_len=64, data={"train": path, "dev": path})
     result = finetune(cfg)
     print(f"built-in classification, trained and scored on the same {len(examples)} texts: {result.dev}")
     assert result.dev["accuracy"] >= 0.95

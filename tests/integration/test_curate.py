@@ -61,6 +61,66 @@ def test_every_document_is_kept_or_removed_with_a_reason(curated, corpus):
     assert not (curated.out / "work").exists()
 
 
+def raw_ids(path: Path) -> list[str]:
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line)["id"] for line in handle]
+
+
+def accounted(out: Path) -> tuple[list[str], list[str]]:
+    """(input ids of the kept documents, ids of the removed records), read from the published
+    output and derived here: a kept record `d#k` with `parent_id` d and `chunk` k is chunk k of
+    input document d, whose chunks must be exactly 0..n-1; augmented copies (`d~augK`) are not input."""
+    records = [d for p in sorted((out / "shards").glob("*.jsonl.gz")) for d in read_shard(p)]
+    assert len({d["id"] for d in records}) == len(records), "a kept record is written twice"
+    chunks: dict[str, list[int]] = {}
+    for d in records:
+        meta = d["metadata"]
+        if d["id"].startswith(f"{meta.get('augmented_from')}~aug"):
+            continue
+        if d["id"] == f"{meta.get('parent_id')}#{meta.get('chunk')}":
+            chunks.setdefault(meta["parent_id"], []).append(meta["chunk"])
+        else:
+            chunks.setdefault(d["id"], []).append(None)
+    for doc_id, numbers in chunks.items():
+        assert numbers == [None] or sorted(numbers) == list(range(len(numbers))), (doc_id, numbers)
+    return list(chunks), [r["id"] for r in removed_records(out)]
+
+
+def assert_each_input_id_once(input_ids: list[str], out: Path) -> None:
+    """Kept and removed ids together are the input ids, with no overlap and nothing twice
+    (counts alone balance when one document is lost and another written twice)."""
+    kept, removed = accounted(out)
+    assert len(set(input_ids)) == len(input_ids)
+    assert len(set(removed)) == len(removed), "a removed document is recorded twice"
+    assert not set(kept) & set(removed), "documents both kept and removed"
+    assert set(kept) | set(removed) == set(input_ids)
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["kept_documents"], stats["removed_documents"]) == (len(kept), len(removed))
+
+
+def test_kept_and_removed_ids_are_the_input_ids_once_each(curated, corpus):
+    assert_each_input_id_once(raw_ids(corpus), curated.out)
+    kept, removed = accounted(curated.out)
+    assert len(kept) > 100 and len(removed) > 50
+    assert any("parent_id" in d["metadata"] for p in curated.shards.glob("*") for d in read_shard(p)), \
+        "no document was split: the chunk accounting went untested"
+
+
+def test_source_fields_named_like_step_metadata_do_not_confuse_the_accounting(corpus, tmp_path):
+    """Records carrying their own `parent_id`, `chunk` or `augmented_from` (a comment thread, a
+    pre-chunked corpus) land with them in metadata; they are still input documents of their own."""
+    source = tmp_path / "threads.jsonl.gz"
+    with gzip.open(corpus, "rt") as handle:
+        records = [json.loads(line) for _, line in zip(range(150), handle, strict=False)]
+    with gzip.open(source, "wt") as handle:
+        for i, record in enumerate(records):
+            fields = {"parent_id": f"thread-{i % 3}", "chunk": i % 2, "augmented_from": "doc-000000"}
+            handle.write(json.dumps({**record, **fields}) + "\n")
+    result = curate(config([source], tmp_path / "out", workers=1), say=lambda _: None)
+    assert result.n_kept > 50
+    assert_each_input_id_once([r["id"] for r in records], result.out)
+
+
 def test_scores_against_planted_truth(curated):
     scores = curated.scores
     assert scores["exact_dedup"]["recall"] == 1.0 and scores["exact_dedup"]["precision"] == 1.0
@@ -91,6 +151,8 @@ def test_malformed_and_broken_inputs_are_counted_not_fatal(shared_data, tmp_path
     # dolma's provided/deduper files hold the same documents: no text may survive twice
     texts = [d["text"] for p in sorted(result.shards.glob("*.jsonl.gz")) for d in read_shard(p)]
     assert result.removed["exact_duplicate"] >= 1 and len(set(texts)) == len(texts)
+    kept, removed = accounted(result.out)
+    assert len(set(kept) | set(removed)) == len(kept) + len(removed) == result.n_input
 
 
 def test_wrong_config_fails_before_any_work(tmp_path):
@@ -135,6 +197,7 @@ def test_augmented_copies_are_added_but_not_counted_as_input(corpus, tmp_path):
     copies = [d for p in sorted(result.shards.glob("*.jsonl.gz")) for d in read_shard(p)
               if "augmented_from" in d["metadata"]]
     assert len(copies) == stats["augmented_documents"] and all("~aug" in d["id"] for d in copies)
+    assert_each_input_id_once(raw_ids(corpus), result.out)
 
 
 def test_parquet_output_holds_the_same_documents(corpus, curated, tmp_path):

@@ -26,11 +26,15 @@ def outputs(out: Path) -> dict[str, object]:
     return {"shards": records("shards"), "removed": records("removed"), "stats": stats}
 
 
-def test_ray_executor_gives_the_local_output(tmp_path):
+def test_ray_executor_gives_the_local_output(tmp_path, monkeypatch):
+    """On a Ray instance of its own: `ray_address: local` starts one whatever RAY_ADDRESS says. The
+    variable is set here to something no cluster answers to, so a run that honoured it would fail
+    at once instead of joining whatever cluster the environment names."""
+    monkeypatch.setenv("RAY_ADDRESS", "not-a-cluster-the-tests-may-join")
     generate_corpus(tmp_path / "raw", seed=5, size_mb=0.4)
     sources = [tmp_path / "raw" / "documents.jsonl.gz"]
     runs = {executor: curate(CurateConfig(sources=sources, out=tmp_path / executor, shard_docs=100,
-                                          executor=executor), say=lambda _: None)
+                                          executor=executor, ray_address="local"), say=lambda _: None)
             for executor in ("local", "ray")}
     assert not ray.is_initialized(), "the runner stops the Ray instance it started"
     local, on_ray = runs["local"], runs["ray"]

@@ -40,7 +40,6 @@ from lmforge.data.readers import Malformed, iter_sources
 from lmforge.data.report import render_report
 from lmforge.data.scoring import find_truth, score_against_truth
 from lmforge.data.shards import (
-    count_removed,
     is_done,
     mark_done,
     read_shard,
@@ -49,7 +48,7 @@ from lmforge.data.shards import (
     write_parquet_shard,
     write_shard,
 )
-from lmforge.data.stats import StepStats, check_accounting, merge_all
+from lmforge.data.stats import AccountingError, StepStats, check_accounting, merge_all
 from lmforge.data.steps import StepSettings, filtering_steps, finishing_steps
 
 RunTasks = Callable[[Callable[..., Any], list[tuple]], Iterator[Any]]
@@ -71,7 +70,10 @@ class CurateConfig(Config):
     """Where per-shard tasks run: worker processes here, or Ray tasks on a cluster for more than
     one machine (`pip install 'lmforge[ray]'`, and `out` on storage every node sees)."""
     ray_address: str | None = None
-    """Ray cluster to join ("auto", "ray://head:10001"); None starts a local Ray instance."""
+    """Ray cluster to join ("auto", "ray://head:10001"), or "local" to start a Ray instance of
+    this run's own. None is Ray's default: the cluster the RAY_ADDRESS environment variable
+    names (as `ray job submit` sets it), else one started with `ray start` on this machine,
+    else a new local instance."""
     workers: int = Field(2, ge=1)
     """Worker processes for the per-shard stages with the local executor (1: all in this process)."""
     shard_docs: int = Field(1000, ge=1)
@@ -235,16 +237,26 @@ def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> Cura
     finished = [work / "finished" / shard.name for shard in input_shards]
     for path in finished:
         _publish_shard(path, out / "shards", cfg.output_format)
-    removed = count_removed(sorted((out / "removed").glob("*.jsonl.gz")))
-    kept_docs = [doc["metadata"] | {"id": doc["id"]} for path in finished for doc in read_shard(path)]
-    # Chunks count once, as their input document; augmented copies are not input documents.
-    kept_parents = {m.get("parent_id", m["id"]) for m in kept_docs if "augmented_from" not in m}
-    augmented = sum("augmented_from" in m for m in kept_docs)
-    check_accounting(n_input, len(kept_parents), removed)
+    removed_ids, removed = [], Counter()
+    for path in sorted((out / "removed").glob("*.jsonl.gz")):
+        for record in read_shard(path):
+            removed_ids.append(record["id"])
+            removed[record["removed"]["reason"]] += 1
+    kept_ids, augmented = [], 0
+    for doc in (doc for path in finished for doc in read_shard(path)):
+        if _is_augmented_copy(doc):
+            augmented += 1
+        elif (doc_id := _input_id(doc)) is not None:
+            kept_ids.append(doc_id)
+    input_ids = [doc["id"] for path in [*input_shards, work / "input" / "malformed.jsonl.gz"]
+                 for doc in read_shard(path)]
+    if len(input_ids) != n_input:
+        raise AccountingError(f"ingest counted {n_input} documents but wrote {len(input_ids)}")
+    check_accounting(input_ids, kept_ids, removed_ids)
     stats = _stage_stats(work, input_shards)
     truth = cfg.truth or find_truth(cfg.sources)
     scores = score_against_truth(truth, out) if truth else {}
-    summary = {"input_documents": n_input, "kept_documents": len(kept_parents),
+    summary = {"input_documents": n_input, "kept_documents": len(kept_ids),
                "removed_documents": sum(removed.values()),
                "augmented_documents": augmented, "removed_by_reason": dict(sorted(removed.items())),
                "steps": [s.to_dict() for s in stats], "scores": scores}
@@ -252,7 +264,27 @@ def _finalise(cfg: CurateConfig, input_shards: list[Path], n_input: int) -> Cura
     atomic_write_text(out / "report.md", render_report(cfg.name, summary))
     shutil.rmtree(work)  # before the manifest, which lists the folder's files
     write_manifest(out, "curate", to_dict(cfg), parents=cfg.sources)
-    return CurateResult(out, n_input, len(kept_parents), removed, scores)
+    return CurateResult(out, n_input, len(kept_ids), removed, scores)
+
+
+def _is_augmented_copy(doc: dict) -> bool:
+    """A copy the augment step added (`d~augK`, `augmented_from: d`): not an input document."""
+    origin = doc["metadata"].get("augmented_from")
+    return isinstance(origin, str) and doc["id"].startswith(f"{origin}~aug")
+
+
+def _input_id(doc: dict) -> str | None:
+    """The input document a kept record stands for: itself, or for a split document's chunks
+    (`d#K`, `parent_id: d`, `chunk: K`) the parent, once, at chunk 0 (None for the others).
+
+    The id the length step derived decides, not the metadata fields alone: a source record's
+    own fields land in metadata too, and may well be called `parent_id` or `chunk`.
+    """
+    meta = doc["metadata"]
+    parent = meta.get("parent_id")
+    if isinstance(parent, str) and doc["id"] == f"{parent}#{meta.get('chunk')}":
+        return parent if meta["chunk"] == 0 else None
+    return doc["id"]
 
 
 def _publish_shard(path: Path, folder: Path, output_format: str) -> None:

@@ -25,8 +25,9 @@ from lmforge.data.dedup_shuffle import MapFn, ReduceFn
 
 @contextmanager
 def connected(address: str | None) -> Iterator[None]:
-    """Use this process's Ray instance if it has one; else join `address` (None: start a local
-    instance) for the duration, and leave it afterwards."""
+    """Use this process's Ray instance if it has one; else join `address` for the duration and
+    leave it afterwards. "local" always starts a new local instance; None lets Ray choose, and
+    Ray then joins the cluster RAY_ADDRESS names, or one `ray start` left on this machine."""
     if ray.is_initialized():
         yield
         return

@@ -1,13 +1,14 @@
 """Per-step accounting: what each step saw, kept and dropped (by reason), and how long it took.
 
 Stats of shards processed in different workers are merged by summing, so the totals do not
-depend on how the work was split. The invariant the curation stage checks on every run:
-input documents = kept documents + removed documents, every removal with a reason.
+depend on how the work was split. The invariant the curation stage checks on every run, by id:
+every input document is either kept or removed with a reason, exactly once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +59,25 @@ class AccountingError(RuntimeError):
     """Documents went missing or were counted twice: a bug, never a data problem."""
 
 
-def check_accounting(n_input: int, n_kept: int, removed: Counter) -> None:
-    """Raise unless every input document is either kept or removed with a reason."""
-    n_removed = sum(removed.values())
-    if n_input != n_kept + n_removed:
-        raise AccountingError(f"accounting broken: {n_input} input documents, {n_kept} kept + "
-                              f"{n_removed} removed = {n_kept + n_removed}")
+def check_accounting(input_ids: Iterable[str], kept_ids: Iterable[str], removed_ids: Iterable[str]) -> None:
+    """Raise unless the kept and the removed ids together are the input ids, each exactly once.
+
+    Ids, not counts: counts still balance when one document is lost and another is written
+    twice, or kept and also recorded as removed. A kept document split into chunks counts once,
+    under its input id. Multisets are compared, so the check is one Counter per side.
+    """
+    expected = Counter(input_ids)
+    kept, removed = Counter(kept_ids), Counter(removed_ids)
+    if kept + removed == expected:
+        return
+    got = kept + removed
+    raise AccountingError(
+        f"accounting broken: {expected.total()} input documents, {kept.total()} kept + "
+        f"{removed.total()} removed = {got.total()}; lost: {_some(expected - got)}; written twice or "
+        f"never input: {_some(got - expected)}; kept and removed: {_some(kept & removed)}")
+
+
+def _some(ids: Counter, limit: int = 5) -> str:
+    names = sorted(ids)
+    return (", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+            if names else "none")

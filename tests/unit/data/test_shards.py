@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from lmforge.data.shards import read_shard, run_steps, write_shard
@@ -46,7 +44,29 @@ def test_shards_round_trip_byte_identically(tmp_path):
     assert list(read_shard(tmp_path / "a.jsonl.gz")) == docs
 
 
-def test_accounting_check_catches_a_lost_document():
-    check_accounting(10, 7, Counter(malformed=1, too_short=2))
-    with pytest.raises(AccountingError, match="10 input documents, 7 kept \\+ 2 removed"):
-        check_accounting(10, 7, Counter(too_short=2))
+INPUT = ["a", "b", "c", "d", "e", "f"]
+
+
+def test_accounting_passes_when_every_input_id_is_kept_or_removed_once():
+    check_accounting(INPUT, ["a", "c", "d"], ["b", "e", "f"])
+    check_accounting(INPUT, [], INPUT)
+    check_accounting(iter(INPUT), iter(["f", "e", "d", "c", "b"]), iter(["a"]))  # order is free
+    check_accounting(["x", "x"], ["x"], ["x"])  # a (malformed) id read twice, accounted twice
+
+
+@pytest.mark.parametrize(("kept", "removed", "message"), [
+    # counts balance (3 + 3 = 6) in every case: only the ids show what is wrong
+    (["a", "c", "c"], ["b", "e", "f"], "lost: d; written twice or never input: c; kept and removed: none"),
+    (["a", "c", "d"], ["b", "e", "e"], "lost: f; written twice or never input: e;"),
+    (["a", "c", "d"], ["b", "d", "f"], "lost: e; written twice or never input: d; kept and removed: d"),
+    (["a", "c", "d"], ["b", "e", "z"], "lost: f; written twice or never input: z;"),
+    (["a", "c"], ["b", "e", "f"], "6 input documents, 2 kept \\+ 3 removed = 5; lost: d;"),
+])
+def test_accounting_catches_lost_doubled_and_unknown_ids_even_when_counts_balance(kept, removed, message):
+    with pytest.raises(AccountingError, match=message):
+        check_accounting(INPUT, kept, removed)
+
+
+def test_accounting_error_names_a_few_ids_not_all():
+    with pytest.raises(AccountingError, match="lost: 0, 1, 10, 11, 12 and 95 more;"):
+        check_accounting([str(i) for i in range(100)], [], [])

@@ -41,6 +41,11 @@ def doc(text: str) -> dict:
     ("From 192.168.1.20 and 8.8.8.8.", "From <IP> and <IP>."),
     ("来自2001:db8::85a3:8a2e的流量, also 2001:db8:0:0:1:0:0:1 and ::ffff:192.0.2.1.",
      "来自<IP>的流量, also <IP> and <IP>."),
+    # every valid IPv6 address is one, whatever its block (reserved, link-local, loopback, documentation)
+    ("Hosts fe80::1, dead::beef, 2001:db8::1 and ::1.", "Hosts <IP>, <IP>, <IP> and <IP>."),
+    ("Open http://[2001:db8::1]:8080/ or [::1]:22, ff02::1, fc00::7, 100::1 and 64:ff9b::192.0.2.33.",
+     "Open http://[<IP>]:8080/ or [<IP>]:22, <IP>, <IP>, <IP> and <IP>."),
+    ("Full form 2001:0DB8:85a3:0000:0000:8A2E:0370:7334 and 1:2:3:4:5:6:7:8.", "Full form <IP> and <IP>."),
     ("Card 4111 1111 1111 1111, 5500-0000-0000-0004 or 378282246310005.", "Card <CARD>, <CARD> or <CARD>."),
     ("Amex 3782 822463 10005 paid.", "Amex <CARD> paid."),
     ("Paid with 4111 1111 1111 1111 2024-05-12.", "Paid with <CARD> 2024-05-12."),
@@ -61,7 +66,10 @@ def test_each_type_is_replaced_by_its_placeholder(text, expected):
     "In 1998, 2019 and 2024 the team scored 42, 1500 and 3,500,000 points.",
     "Versions 1.2.3, v2.0.1.4 and Python 3.11.4 are out; 0.9.2 is older.",
     "999.1.1.1 and 256.0.0.1 and 1.2.3.4.5 are not addresses.",
-    "Slices a[1::2], ::, ::1, fe80::1, dead::beef and C++ std::vector<int>.",
+    "Slices a[1::2], m[:, ::2], x[::-1] and f(x)[3::4], the bare ::, and C++ std::vector<int>.",
+    "At 12:30, 09:15:00 and 10:30:45.123 the ratio was 1:2:3.",
+    "MAC 00:1a:2b:3c:4d:5e, 00-1A-2B-3C-4D-5E; ssh MD5 16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48.",
+    "Commit d2a84f4b8b650937ec8f73cd8be2c74add5a911b, sha256 e3b0c44298fc1c149afbf4c8996fb924.",
     "Scores went +12.5% and the rate was +3.2; 1 500 000 people voted.",
     "Mail me at jane at example dot com, or @handle on the site.",
 ])

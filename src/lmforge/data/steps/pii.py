@@ -2,9 +2,9 @@
 
 A regex tier finds what has a shape, and validates it where the shape allows so that ordinary
 numbers survive: e-mail, phone (international `+CC ...` and common national formats), IPv4 and
-IPv6 (checked by `ipaddress`), payment cards (13-19 digits, Luhn), IBAN (ISO 13616 mod-97) and
-Chinese resident ID numbers (GB 11643: birth date and check character). Person names need a
-model: `NameTagger` is the hook for one, and none ships yet.
+IPv6 (checked by `ipaddress`; see `_ipv6` for the two things skipped), payment cards (13-19
+digits, Luhn), IBAN (ISO 13616 mod-97) and Chinese resident ID numbers (GB 11643: birth date and
+check character). Person names need a model: `NameTagger` is the hook for one, and none ships yet.
 
 Placeholders are `<EMAIL>`, `<PHONE>`, `<IP>` (v4 and v6), `<CARD>`, `<IBAN>`, `<CN_ID>` and
 `<PERSON>`: plain ASCII a tokenizer keeps readable, and typed, so a model still sees that an
@@ -52,7 +52,7 @@ _PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:"
                     r"\+\d{1,15}(?:(?:[ .-]?\(\d{1,4}\)[ .-]?|[ .-])\d{1,10}(?:[ .-]\d{1,10}){0,5})?"  # +CC
                     r"|\(\d{3}\) ?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}"  # North American
                     r"|1[3-9]\d(?:[ -]?\d{4}){2}"                           # mainland China mobile
-                    r"|\(?0\d{1,4}\)?(?:[ ./-]\d{2,8}){1,4}|0\d{8,11}"     # national, trunk 0
+                    r"|(?:\(0\d{1,4}\)|0\d{1,4})(?:[ ./-]\d{2,8}){1,4}|0\d{8,11}"  # national, trunk 0
                     r")" + _END)
 _DATE_START = re.compile(r"\d{1,2}([./-])\d{1,2}\1(?:19|20)\d\d")
 """A date (d.m.yyyy or m/d/yyyy) opening a phone candidate: a date followed by another number."""
@@ -110,14 +110,30 @@ def _ipv4(candidate: str) -> bool:
 
 
 def _ipv6(candidate: str) -> bool:
-    """Valid, and of a block that can reach a host: the reserved blocks (all of ::/8, where
-    loopback and code slices like `a[1::2]` land) and link-local fe80::/10 never identify a
-    person; IPv4-mapped addresses, inside ::/8, carry an IPv4 address and do."""
+    """Any valid IPv6 address but the unspecified `::`, which names no host (and is what a bare
+    `::` in prose or code is). No block is skipped: loopback `::1`, link-local `fe80::1`,
+    documentation `2001:db8::1`, multicast, unique-local and unassigned or reserved blocks
+    (`dead::beef`) are all written in logs and configs next to a person's machine, and which
+    blocks are assigned changes over time. What only looks like an address is not valid:
+    times (`12:30:45`), MAC addresses (6 groups), C++ `std::vector`, colon-separated hashes
+    (more than 8 groups). A code path made only of hex letters (`a::b`) is a valid address and
+    is replaced. The one common valid look-alike, a slice such as `a[1::2]`, is left out by its
+    place in the text (`_in_subscript`), not by its value."""
     try:
         address = ipaddress.IPv6Address(candidate)
     except ValueError:
         return False
-    return address.ipv4_mapped is not None or not (address.is_reserved or address.is_link_local)
+    return not address.is_unspecified
+
+
+_SUBSCRIPT = re.compile(r"[\w)\]]\[[^\[\]\n]{0,40}\Z")
+"""An open subscript, `name[` (or `f(x)[`, `a[0][`) with no bracket after it on the same line."""
+
+
+def _in_subscript(text: str, start: int, end: int) -> bool:
+    """Inside a subscript and closed by `]` or `,`: a slice (`a[1::2]`, `m[:, ::2]`), not an address.
+    A URL's `http://[2001:db8::1]:80` opens its bracket after `/`, not after a name."""
+    return text[end:end + 1] in ("]", ",") and _SUBSCRIPT.search(text, max(0, start - 42), start) is not None
 
 
 def _phone(candidate: str) -> bool:
@@ -128,14 +144,16 @@ def _phone(candidate: str) -> bool:
 @dataclass(frozen=True)
 class PiiDetector:
     """A candidate pattern, the check a candidate must pass, a substring every hit contains
-    (a cheap `in` test skips the regex on most documents), and whether a candidate that fails
+    (a cheap `in` test skips the regex on most documents), whether a candidate that fails
     its check still keeps later types off its text: an IBAN with a typo is neither a card
-    number nor a phone number, however its digit groups happen to checksum."""
+    number nor a phone number, however its digit groups happen to checksum; and `skip(text,
+    start, end)`, for a valid value that its place in the text shows to be something else."""
 
     pattern: re.Pattern[str]
     valid: Callable[[str], bool]
     needs: str = ""
     exclusive: bool = False
+    skip: Callable[[str, int, int], bool] | None = None
 
 
 DETECTORS: dict[PiiType, PiiDetector] = {
@@ -143,7 +161,7 @@ DETECTORS: dict[PiiType, PiiDetector] = {
     "iban": PiiDetector(_IBAN, _iban, exclusive=True),
     "cn_id": PiiDetector(_CN_ID, _cn_id),
     "card": PiiDetector(_CARD, _card),
-    "ipv6": PiiDetector(_IPV6, _ipv6, needs=":"),
+    "ipv6": PiiDetector(_IPV6, _ipv6, needs=":", skip=_in_subscript),
     "ipv4": PiiDetector(_IPV4, _ipv4, needs="."),
     "phone": PiiDetector(_PHONE, _phone),
 }
@@ -206,7 +224,7 @@ def find_pii(text: str, types: Collection[str] = PII_TYPES, names: NameTagger | 
             start, end = match.span()
             if any(start < b and a < end for a, b in claimed):
                 continue
-            valid = detector.valid(match.group())
+            valid = detector.valid(match.group()) and not (detector.skip and detector.skip(text, start, end))
             if valid:
                 found.append((start, end, kind))
             if valid or detector.exclusive:

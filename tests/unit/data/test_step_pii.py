@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -10,6 +11,8 @@ from pydantic import ValidationError
 
 from lmforge.data import generate_corpus, read_documents
 from lmforge.data.steps.pii import (
+    NAME_TAGGERS,
+    PHONE_DIGITS,
     PII_TYPES,
     PiiAnonymiser,
     PiiSettings,
@@ -131,6 +134,118 @@ def test_name_tagger_hook_replaces_names_first():
     assert counters == {"pii_person": 1, "pii_email": 1}
     spans = find_pii(text, names=FixedTagger((14, 17)))  # a name inside the e-mail wins over it
     assert redact(text, spans, "#{tag}") == "Ada Lovelace <#PERSON@example.com>"
+
+
+def iban(country: str, bban: str) -> str:
+    """An IBAN with correct check digits, computed here (not by the code under test), in groups of 4."""
+    numeric = "".join(str(ord(c) - 55) if c.isalpha() else c for c in bban + country + "00")
+    compact = f"{country}{98 - int(numeric) % 97:02d}{bban}"
+    return " ".join(compact[i:i + 4] for i in range(0, len(compact), 4))
+
+
+def cn_id(first17: str) -> str:
+    """A GB 11643 ID number with its ISO 7064 MOD 11-2 check character, computed here."""
+    total = sum(int(d) * (2 ** (17 - i) % 11) for i, d in enumerate(first17))
+    check = (12 - total % 11) % 11
+    return first17 + ("X" if check == 10 else str(check))
+
+
+def kinds(text: str, **kwargs) -> list[str]:
+    return [kind for _, _, kind in find_pii(text, **kwargs)]
+
+
+def test_iban_length_limits_15_to_34():
+    norway = iban("NO", "86011117947")
+    assert norway == "NO93 8601 1117 947"  # the published example: the helper is right
+    longest = iban("LC", "ABCD1234EFGH5678IJKL9012MNOP34")
+    too_long = iban("LC", "ABCD1234EFGH5678IJKL9012MNOP345")
+    too_short = iban("NO", "8601111794")
+    assert [len(x.replace(" ", "")) for x in (norway, longest, too_long, too_short)] == [15, 34, 35, 14]
+    assert anonymise(f"Konto {norway}.") == "Konto <IBAN>."
+    assert anonymise(f"Account {longest}.") == "Account <IBAN>."
+    # valid checksums, but no IBAN is that long or that short: not replaced, and still kept from later types
+    for text in (f"Ref {too_long}.", f"Ref {too_short}."):
+        assert anonymise(text) == text
+
+
+@pytest.mark.parametrize(("birth", "is_id"), [
+    ("19000101", True), ("19001231", True), ("18991231", False), ("18990101", False),
+    ("19900310", True), ("19900320", True), ("19900330", True), ("19900230", False),
+])
+def test_cn_id_birth_date_from_1900(birth, is_id):
+    number = cn_id(f"110101{birth}001")
+    assert cn_id("11010519491231002") == "11010519491231002X"  # the helper agrees with a known ID
+    assert kinds(f"身份证号{number}。", types=["cn_id"]) == (["cn_id"] if is_id else [])
+
+
+def test_phone_digit_count_limits():
+    low, high = PHONE_DIGITS
+    digits = "4930123456789012345"
+    for n in (low, high):
+        assert anonymise(f"Call +{digits[:n]} now.") == "Call <PHONE> now.", n
+    for n in (low - 1, high + 1):
+        assert anonymise(f"Call +{digits[:n]} now.") == f"Call +{digits[:n]} now.", n
+    assert anonymise("Wien 01 1234567.") == "Wien <PHONE>."  # 9 digits, national
+    assert anonymise("Code 01 123456.") == "Code 01 123456."  # 8 digits
+
+
+def test_slices_at_text_start_and_before_a_comma_are_not_addresses():
+    for text in ("a[1::2] takes every other item.", "x[1::2, 0] and y[3::4,5]", "a[1::2]"):
+        assert anonymise(text) == text
+    assert anonymise("Host 1::2, then 3::4.") == "Host <IP>, then <IP>."
+
+
+def test_touching_spans_are_both_kept():
+    # a name span ending where a match starts, and one starting where a match ends
+    # (the regex tier's own delimiters keep its matches from touching: the tagger can)
+    before, after = "Ada a@example.com", "a@example.com Ada"
+    assert find_pii(before, names=FixedTagger((0, 4))) == [(0, 4, "person"), (4, 17, "email")]
+    assert find_pii(after, names=FixedTagger((13, 17))) == [(0, 13, "email"), (13, 17, "person")]
+    # one character of overlap is still an overlap
+    assert find_pii(after, names=FixedTagger((12, 17))) == [(12, 17, "person")]
+    assert find_pii(before, names=FixedTagger((0, 5))) == [(0, 5, "person")]
+
+
+class WordTagger:
+    """Tags every occurrence of a word in the text it is given."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in re.finditer(re.escape(self.word), text)]
+
+
+def test_name_tagger_reads_the_text():
+    text = "Grace wrote to grace@example.com; Grace replied."
+    spans = find_pii(text, names=WordTagger("Grace"))
+    assert redact(text, spans) == "<PERSON> wrote to <EMAIL>; <PERSON> replied."
+
+
+def test_name_tagger_by_name_from_the_registry(monkeypatch):
+    monkeypatch.setitem(NAME_TAGGERS, "word", lambda: WordTagger("Ada"))
+    counters: Counter = Counter()
+    [out] = PiiAnonymiser(PiiSettings(names="word")).apply(doc("Ada met Ada."), counters)
+    assert out["text"] == "<PERSON> met <PERSON>." and counters == {"pii_person": 2}
+
+
+def test_redact_default_placeholder():
+    text = "Mail a@example.com or call +44 20 7946 0958."
+    assert redact(text, find_pii(text)) == "Mail <EMAIL> or call <PHONE>."
+    assert redact(text, []) == text
+
+
+def test_documents_without_metadata_or_without_pii():
+    counters: Counter = Counter()
+    bare = {"id": "d", "text": "Mail a@example.com."}
+    [out] = PiiAnonymiser().apply(bare, counters)
+    assert out == {"id": "d", "text": "Mail <EMAIL>.", "metadata": {"pii": {"email": 1}}}
+    assert bare == {"id": "d", "text": "Mail a@example.com."}
+    [out] = PiiAnonymiser().apply({"id": "e", "text": "Nothing here."}, counters)
+    assert out == {"id": "e", "text": "Nothing here.", "metadata": {"pii": {}}}
+    [out] = PiiAnonymiser().apply(doc("Nothing here."), counters)
+    assert out == {**doc("Nothing here."), "metadata": {"k": 1, "pii": {}}}
+    assert counters == {"pii_email": 1}
 
 
 @pytest.fixture(scope="module")

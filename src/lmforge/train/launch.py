@@ -2,8 +2,13 @@
 
 The parent process validates the parallel settings against the model and batch before any
 worker starts, writes the resolved config next to the checkpoints, and hands it to `torchrun
---standalone` (one node). Each worker joins the gloo process group, builds the device mesh and
-runs the same `pretrain` loop as a single process. For several nodes, run on every node:
+--standalone` (one node), with gloo bound to the loopback interface (unless GLOO_SOCKET_IFNAME
+says otherwise): the workers of a one-machine run have nothing to say to the network. Each worker
+joins the gloo process group, builds the device mesh and runs the same `pretrain` loop as a
+single process; it exits as soon as the torchrun agent that started it is gone (torchrun starts
+each worker in a session of its own, so a `kill -9` of the launcher would otherwise leave the
+workers training, and writing checkpoints beside a resumed run). For several nodes, run on
+every node:
 
     torchrun --nnodes 2 --node-rank R --nproc-per-node N --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29500 -m lmforge.train.launch CONFIG.yaml
@@ -12,8 +17,13 @@ runs the same `pretrain` loop as a single process. For several nodes, run on eve
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -46,7 +56,32 @@ def launch(cfg: PretrainConfig, nproc: int, resume: str) -> int:
     print(f"launching {nproc} workers: {settings.describe()}", flush=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "lmforge.train.launch", str(resolved), "--resume", resume]
-    return subprocess.run(command, check=False).returncode
+    env = dict(os.environ)
+    loopback = loopback_interface()
+    if loopback and "GLOO_SOCKET_IFNAME" not in env:
+        env["GLOO_SOCKET_IFNAME"] = loopback
+    return subprocess.run(command, check=False, env=env).returncode
+
+
+def loopback_interface() -> str | None:
+    """The loopback interface's name ("lo" on Linux, "lo0" on macOS), or None if there is none."""
+    try:
+        names = {name for _, name in socket.if_nameindex()}
+    except OSError:
+        return None
+    return next((name for name in ("lo", "lo0") if name in names), None)
+
+
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Kill this process as soon as its parent (the torchrun agent) is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)  # not exit(): a collective may be waiting on a dead peer
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--resume", default="auto", help="auto, none, or a checkpoint folder")
     args = parser.parse_args(argv)
+    exit_with_parent()
     dist.init_process_group("gloo")
     try:
         cfg = load(PretrainConfig, args.config, [])

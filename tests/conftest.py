@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,31 +11,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_bounded(command: list[str], *, timeout: float = 300, check: bool = False,
-                capture_output: bool = False, **popen) -> subprocess.CompletedProcess:
-    """`subprocess.run` in a process group of its own, the whole group killed on timeout.
-
-    `subprocess.run(timeout=...)` kills only the direct child: curation's worker pool or
-    torchrun's workers would outlive the test and keep the machine busy.
-    """
-    if capture_output:
-        popen |= {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    with subprocess.Popen(command, start_new_session=True, **popen) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise
-    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    if check:
-        result.check_returncode()
-    return result
-
-
 @pytest.fixture(scope="session")
 def run_command():
-    """`run_command(args, timeout=..., **subprocess.run options)`: see `run_bounded`."""
+    """`run_command(args, timeout=..., **subprocess.run options)`: see `processes.run_bounded`."""
+    from processes import run_bounded
+
     return run_bounded
 
 

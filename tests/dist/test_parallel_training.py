@@ -60,6 +60,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from processes import alive, kill_tree, process_tree
+
 from lmforge.train import pretrain
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.metrics import read_metrics
@@ -102,49 +104,6 @@ LAYOUTS = {
 
 
 # --- processes: own session, whole tree killed on timeout or error ---------------------------------
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (from /proc; just `pid` where there is no /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    tree, todo = [], [pid]
-    while todo:
-        tree.append(todo.pop())
-        todo += children.get(tree[-1], [])
-    return tree
-
-
-def kill_tree(process: subprocess.Popen) -> list[int]:
-    """SIGKILL `process` (started with start_new_session=True), its process group and every
-    descendant, all at once: each is stopped first, so none can fork or notice the others dying."""
-    tree: list[int] = []
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGSTOP)
-    while found := [pid for pid in process_tree(process.pid) if pid not in tree]:
-        for pid in found:  # stop the tree until no new descendant appears
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-        tree += found
-    for pid in tree:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return tree
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
 
 def start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from processes import run_bounded
 
 from lmforge.model import ModelConfig
 from lmforge.parallel import ParallelSettings
@@ -28,8 +28,8 @@ def test_plan_matches_the_shards_each_rank_holds(nproc, layout):
     settings = ParallelSettings.model_validate(layout)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                str(WORKER), config.model_dump_json(), settings.model_dump_json()]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_bounded(command, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     planned = [share.parameters for share in memory_plan(config, settings.resolved(nproc))]

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from processes import kill_tree
 from safetensors.torch import load_file
 
 from lmforge.train import pretrain
@@ -153,9 +154,12 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> int:
     try:
         _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_tree(process)
         process.communicate()
         pytest.fail(f"{process.args} did not finish within {timeout}s")
+    except BaseException:
+        kill_tree(process)
+        raise
     if process.returncode not in (0, -signal.SIGKILL):
         pytest.fail(f"{process.args} exited {process.returncode}: {stderr[-2000:]}")
     return process.returncode

@@ -111,3 +111,15 @@ def test_every_draw_is_a_fresh_mask_and_seeds_reproduce(ids):
 
     (inputs, labels), (inputs_again, labels_again) = draw(5), draw(5)
     assert torch.equal(inputs, inputs_again) and torch.equal(labels, labels_again)
+
+
+@pytest.mark.cuda
+def test_masks_drawn_on_the_cpu_generator_apply_to_cuda_inputs_unchanged():
+    """The data loader's generator stays on the CPU; inputs may live on the GPU. The masks must not
+    depend on where the inputs are, and every output stays on the inputs' device."""
+    x = torch.randint(7, 50, (8, 64), generator=torch.Generator().manual_seed(0))
+    draw = {"mask_id": 4, "vocab_size": 50, "special_ids": tuple(range(7))}
+    on_cpu = mask_tokens(x, generator=torch.Generator().manual_seed(1), **draw)
+    on_gpu = mask_tokens(x.cuda(), generator=torch.Generator().manual_seed(1), **draw)
+    assert all(t.device.type == "cuda" for t in on_gpu)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(on_cpu, on_gpu, strict=True))

@@ -27,7 +27,7 @@ from processes import kill_tree
 from safetensors.torch import load_file
 
 from lmforge.train import pretrain
-from lmforge.train.checkpoint import latest_checkpoint, list_checkpoints
+from lmforge.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
 from lmforge.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -207,3 +207,15 @@ def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_one(straight
     assert finish(start("-m", "lmforge", "pretrain", str(config), "--resume", "auto")) == 0
     assert_same_run(tmp_path, straight_subprocess_run)
     assert not (checkpoints / ".step_000010.tmp").exists()
+
+
+def test_resuming_at_another_batch_size_names_the_checkpoint_and_the_fix(straight_runs, tmp_path):
+    config, straight = straight_runs("causal")
+    resumed = cut_back(straight, tmp_path / "resumed", keep_step=10)
+    cfg = config(resumed)
+    cfg.train = cfg.train.model_copy(update={"batch_size": 2})
+    checkpoint = resumed / "checkpoints" / "t" / "step_000010"
+    with pytest.raises(CheckpointError) as error:
+        pretrain(cfg, resume="auto")
+    assert str(error.value) == (f"{checkpoint}: memory of layer 0 is missing or was written for another "
+                                "batch size; resume with the batch size the checkpoint was written at")

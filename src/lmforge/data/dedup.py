@@ -11,8 +11,8 @@ Near duplicates are documents that share an LSH bucket in any band, optionally v
 Jaccard similarity estimated from their full signatures, and clustered into connected components
 (a chain A~B~C is one cluster even when A and C are not similar). Verification is on by default
 with threshold 0.7: FineWeb does not verify, and 14 bands x 8 rows still makes a candidate of
-5% of the pairs at s = 0.5 and 0.2% at s = 0.4. Lee et al. 2022 (arXiv 2107.06499) verify at
-Jaccard >= 0.8; we set the bar near the S-curve's 50% point (0.72) instead, so that it removes
+5% of the pairs at s = 0.5 and 0.9% at s = 0.4. Lee et al. 2022 (arXiv 2107.06499) verify at
+Jaccard >= 0.8; we set the bar near the S-curve's 50% point (0.685) instead, so that it removes
 the low-similarity tail without undoing the recall the curve was chosen for.
 """
 

@@ -2,7 +2,8 @@
 
 Defaults follow FineWeb (datatrove's MinHash stage): 5-word shingles, 14 bands x 8 rows = 112
 hashes, so a pair of documents with shingle Jaccard similarity s becomes a candidate with
-probability 1 - (1 - s^8)^14 (50% at s = 0.72).
+probability 1 - (1 - s^8)^14 (50% at s = 0.685; (1/b)^(1/r) = 0.72 is the usual threshold
+approximation, where the probability is already 65%).
 
 Shingles are built from `shingle_words`: NFKC, casefold, every digit run replaced by "0" (so
 dates and counters do not hide a copy), punctuation dropped. Each CJK ideograph or kana is a
@@ -55,7 +56,7 @@ def detection_probability(similarity: float | np.ndarray, bands: int, rows: int)
 def probability_curve(bands: int, rows: int,
                       points: Sequence[float] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)) -> str:
     """A small table of the LSH S-curve, printed so users see what the chosen bands/rows catch."""
-    threshold = (1.0 / bands) ** (1.0 / rows)
+    threshold = (1.0 - 0.5 ** (1.0 / bands)) ** (1.0 / rows)  # solves 1 - (1 - s^r)^b = 1/2
     lines = [f"MinHash LSH {bands} bands x {rows} rows ({bands * rows} hashes): "
              f"P(candidate) = 1 - (1 - s^{rows})^{bands}, 50% at s = {threshold:.3f}",
              "similarity  P(candidate)"]

@@ -129,7 +129,7 @@ PLANTED = [
     ),
     Planted(
         name="bands-rows-swapped",
-        claim="LSH uses 14 bands of 8 rows (50% at s = 0.72)",
+        claim="LSH uses 14 bands of 8 rows (50% at s = 0.685)",
         file="src/lmforge/data/dedup_stage.py",
         find="MinHasher(bands=settings.bands, rows=settings.rows,",
         replace="MinHasher(bands=settings.rows, rows=settings.bands,",

@@ -18,7 +18,7 @@ class DedupSettings(Config):
     bands: int = Field(14, ge=1)
     """LSH bands (FineWeb: 14)."""
     rows: int = Field(8, ge=1)
-    """Rows per band (FineWeb: 8); 50% detection near Jaccard (1/bands)^(1/rows) = 0.72."""
+    """Rows per band (FineWeb: 8); detection 1 - (1 - s^rows)^bands is 50% at Jaccard 0.685."""
     ngram: int = Field(5, ge=1)
     """Words per shingle (FineWeb, RefinedWeb: 5); characters for CJK text."""
     seed: int = 1

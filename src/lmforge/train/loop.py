@@ -10,10 +10,12 @@ continues the same trajectory.
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
@@ -70,6 +72,14 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float,
     return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=foreach)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy and Python's `random`: the checkpoint stores all three, so a run started
+    twice (or resumed) must not carry whatever state the process happened to start with."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
     return adamw(model, settings.lr, settings.weight_decay, settings.betas)
 
@@ -119,7 +129,7 @@ def _build(cfg: PretrainConfig, layout: Layout) -> _Run:
     vocab = tokenizer.get_vocab_size()
     model_config = cfg.model.model_copy(update={"vocab_size": vocab})
     s, dp = cfg.train, layout.settings.dp
-    torch.manual_seed(s.seed)
+    seed_everything(s.seed)
     model = Transformer(model_config)
     local = s.batch_size // dp
     engine = Engine(model, layout, local, min(s.micro_batch_size or local, local), s.precision == "bf16")

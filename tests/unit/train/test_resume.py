@@ -11,6 +11,7 @@ with SIGKILL from inside a checkpoint write.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -61,6 +62,15 @@ def assert_same_run(got: Path, expected: Path) -> None:
     a, b = final_weights(got), final_weights(expected)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "final weights differ"
+    # The last checkpoint: step, plateau, best loss, config, optimizer scalars, RNG streams, and
+    # AdamW moments and recurrence memory, all as the uninterrupted run left them.
+    mine = latest_checkpoint(got / "checkpoints" / "t")
+    theirs = latest_checkpoint(expected / "checkpoints" / "t")
+    assert mine.name == theirs.name
+    assert json.loads((mine / "state.json").read_text()) == json.loads((theirs / "state.json").read_text())
+    a, b = load_file(str(mine / "trainer.safetensors")), load_file(str(theirs / "trainer.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "optimizer moments or memory differ"
 
 
 def cut_back(straight: Path, to: Path, keep_step: int) -> Path:

@@ -87,8 +87,10 @@ def test_masking_through_prepare_is_uniform_and_80_10_10(ids, prob):
     assert within_sigmas(int(replaced.sum()), n, 0.1 * (1 - 1 / len(POOL)))
 
 
-def test_a_data_parallel_slice_gets_the_rows_of_the_global_mask(ids):
-    objective = Objective(kind="masked", mask_id=MASK, vocab_size=VOCAB, special_ids=SPECIALS, seed=7)
+@pytest.mark.parametrize("prob", [0.15, 0.3])
+def test_a_data_parallel_slice_gets_the_rows_of_the_global_mask(ids, prob):
+    objective = Objective(kind="masked", mask_id=MASK, vocab_size=VOCAB, special_ids=SPECIALS, seed=7,
+                          mask_prob=prob)
     x = ids[:64]
     whole = objective.prepare(x, x, draw=5)
     for first in (0, 16, 48):

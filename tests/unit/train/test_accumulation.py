@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from lmforge.model import ModelConfig, Transformer
 from lmforge.train.loop import accumulate_gradients
-from lmforge.train.objectives import Objective
+from lmforge.train.objectives import Objective, summed_loss
 
 VOCAB, BATCH, T = 50, 8, 8
 SPECIALS = tuple(range(7))
@@ -84,3 +84,18 @@ def test_accumulated_gradients_equal_whole_batch_mean_cross_entropy(kind, micro)
         for ref_layers, acc_layers in zip(mems_ref, mems_acc, strict=True):
             for a, b in zip(ref_layers, acc_layers, strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_summed_loss_is_cross_entropy_summed_in_at_least_float32(dtype):
+    """bf16 logits (autocast) are summed in float32, float64 stays float64; -100 is not a target."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=generator, dtype=torch.float64).to(dtype)
+    labels = torch.randint(0, 11, (3, 5), generator=generator)
+    labels[0, :2] = -100
+    wide = logits.to(torch.float64)
+    expected = sum(-torch.log_softmax(wide[b, t], -1)[labels[b, t]] for b in range(3) for t in range(5)
+                   if labels[b, t] != -100)
+    got = summed_loss(logits, labels)
+    assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert float(got) == pytest.approx(float(expected), rel=1e-12 if dtype == torch.float64 else 1e-6)

@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 from processes import kill_tree
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lmforge.train import pretrain
 from lmforge.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
@@ -117,13 +117,17 @@ def test_resumed_from_a_later_checkpoint_equals_the_uninterrupted_run(name, stra
     assert_same_run(resumed, straight)
 
 
-@pytest.mark.parametrize("damaged", ["state.json", "model.safetensors", "trainer.safetensors"])
+@pytest.mark.parametrize("damaged", ["state.json", "model.safetensors", "trainer.safetensors",
+                                     "no trainer.safetensors", "no model.safetensors"])
 def test_a_damaged_newest_checkpoint_is_skipped(damaged, straight_runs, tmp_path):
     config, straight = straight_runs("causal")
     resumed = cut_back(straight, tmp_path / "resumed", keep_step=10)
     root = resumed / "checkpoints" / "t"
-    file = root / "step_000010" / damaged
-    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    file = root / "step_000010" / damaged.removeprefix("no ")
+    if damaged.startswith("no "):
+        file.unlink()
+    else:
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
     assert latest_checkpoint(root) == root / "step_000005"
     pretrain(config(resumed), resume="auto")
     assert_same_run(resumed, straight)
@@ -229,3 +233,25 @@ def test_resuming_at_another_batch_size_names_the_checkpoint_and_the_fix(straigh
         pretrain(cfg, resume="auto")
     assert str(error.value) == (f"{checkpoint}: memory of layer 0 is missing or was written for another "
                                 "batch size; resume with the batch size the checkpoint was written at")
+
+
+def test_a_checkpoint_missing_a_tensor_names_it(straight_runs, tmp_path):
+    config, straight = straight_runs("causal")
+    resumed = cut_back(straight, tmp_path / "resumed", keep_step=10)
+    checkpoint = resumed / "checkpoints" / "t" / "step_000010"
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    names = sorted(weights)[:6]
+    save_file({k: v for k, v in weights.items() if k not in names}, str(checkpoint / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        pretrain(config(resumed), resume=str(checkpoint))
+    assert str(error.value).startswith(f"{checkpoint}: no weights for ")
+    assert str(error.value).endswith(" (incomplete checkpoint)")
+    listed = str(error.value).removeprefix(f"{checkpoint}: no weights for ")
+    listed = listed.removesuffix(" (incomplete checkpoint)").split(", ")
+    assert len(listed) == 5 and set(listed) < set(names)  # the first five missing, by name
+
+
+def test_only_the_newest_checkpoints_are_kept_and_nothing_half_written_remains(pretrain_config, tmp_path):
+    pretrain(pretrain_config(tmp_path, steps=6, checkpoint_every=2, keep_checkpoints=2), resume=None)
+    root = tmp_path / "checkpoints" / "t"
+    assert sorted(p.name for p in root.iterdir() if "step" in p.name) == ["step_000004", "step_000006"]

@@ -255,3 +255,25 @@ def test_only_the_newest_checkpoints_are_kept_and_nothing_half_written_remains(p
     pretrain(pretrain_config(tmp_path, steps=6, checkpoint_every=2, keep_checkpoints=2), resume=None)
     root = tmp_path / "checkpoints" / "t"
     assert sorted(p.name for p in root.iterdir() if "step" in p.name) == ["step_000004", "step_000006"]
+
+
+def test_dropout_and_preset_name_may_change_on_resume_but_nothing_architectural(straight_runs, tmp_path):
+    config, straight = straight_runs("causal")
+    resumed = cut_back(straight, tmp_path / "resumed", keep_step=10)
+    state_file = resumed / "checkpoints" / "t" / "step_000010" / "state.json"
+    state = json.loads(state_file.read_text())
+    original = dict(state["model_config"])
+
+    state["model_config"] = {**original, "d_ff": 1, "n_heads": 1, "added_later": True}
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError) as error:
+        pretrain(config(resumed), resume="auto")
+    assert str(error.value).endswith("checkpoint is for another architecture (added_later: checkpoint True vs "
+                                     "config None, d_ff: checkpoint 1 vs config 64, n_heads: checkpoint 1 vs "
+                                     "config 2)")
+
+    state["model_config"] = {**original, "dropout": 0.3, "preset": "another-name"}
+    state_file.write_text(json.dumps(state))
+    cfg = config(resumed)
+    cfg.model = cfg.model.model_copy(update={"dropout": 0.2})
+    assert pretrain(cfg, resume="auto").steps == 15

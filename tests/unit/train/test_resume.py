@@ -268,9 +268,9 @@ def test_dropout_and_preset_name_may_change_on_resume_but_nothing_architectural(
     state_file.write_text(json.dumps(state))
     with pytest.raises(CheckpointError) as error:
         pretrain(config(resumed), resume="auto")
-    assert str(error.value).endswith("checkpoint is for another architecture (added_later: checkpoint True vs "
-                                     "config None, d_ff: checkpoint 1 vs config 64, n_heads: checkpoint 1 vs "
-                                     "config 2)")
+    assert str(error.value).endswith(
+        "checkpoint is for another architecture (added_later: checkpoint True vs config None, "
+        "d_ff: checkpoint 1 vs config 64, n_heads: checkpoint 1 vs config 2)")
 
     state["model_config"] = {**original, "dropout": 0.3, "preset": "another-name"}
     state_file.write_text(json.dumps(state))

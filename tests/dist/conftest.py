@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 IFF_LOOPBACK = 0x8
 
@@ -44,3 +45,14 @@ def loopback_env() -> dict[str, str]:
 def _pinned_to_loopback(loopback_env, monkeypatch):
     for name, value in loopback_env.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_like_the_workers():
+    """In-process reference runs use one thread, as every torchrun worker here does: matmuls split
+    over another thread count round differently, and AdamW turns that noise into weight updates
+    wherever a gradient is nearly zero."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

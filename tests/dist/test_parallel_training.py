@@ -58,9 +58,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
-
 from processes import alive, kill_tree, process_tree
+from safetensors.torch import load_file
 
 from lmforge.train import pretrain
 from lmforge.train.checkpoint import latest_checkpoint

@@ -17,7 +17,8 @@ from lmforge.train.engine import Engine
 def main() -> None:
     dist.init_process_group("gloo")
     config = ModelConfig.model_validate_json(sys.argv[1])
-    settings = check_layout(ParallelSettings.model_validate_json(sys.argv[2]), dist.get_world_size(), config, 8)
+    requested = ParallelSettings.model_validate_json(sys.argv[2])
+    settings = check_layout(requested, dist.get_world_size(), config, 8)
     layout = build_layout(settings)
     torch.manual_seed(0)
     engine = Engine(Transformer(config), layout, 8 // settings.dp, 8 // settings.dp, bf16=False)

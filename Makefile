@@ -25,7 +25,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 
-# Mutation testing of the core modules (not in CI; about N minutes on 2 cores): docs/testing.md.
+# Mutation testing of the core modules (not in CI; 2-3 hours on 2 cores, resumes where it stopped): docs/testing.md.
 mutate: setup
 	$(PY) -m pip install -q -e '.[dev,mutate]'
 	$(PY) tests/mutants/mutate.py

@@ -24,14 +24,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def run_command():
-    """`run_command(args, timeout=..., **subprocess.run options)`: see `processes.run_bounded`."""
-    from processes import run_bounded
-
-    return run_bounded
-
-
-@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Real datasets live outside the repo; LMFORGE_DATA points elsewhere if needed."""
     path = Path(os.environ.get("LMFORGE_DATA", REPO.parent / "shared" / "data"))

@@ -58,18 +58,33 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def start_in_session(command: list[str], **popen) -> subprocess.Popen:
+    """`subprocess.Popen` in a session of its own, so that `kill_tree` can find everything it started."""
+    return subprocess.Popen(command, start_new_session=True, **popen)
+
+
+def communicate_bounded(process: subprocess.Popen, timeout: float) -> tuple:
+    """`process.communicate(timeout)`; on timeout, or the test being interrupted, kill the whole
+    tree first. A timeout re-raises `TimeoutExpired` carrying what the process printed."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(process.args, timeout, output=stdout, stderr=stderr) from None
+    except BaseException:
+        kill_tree(process)
+        process.communicate()
+        raise
+
+
 def run_bounded(command: list[str], *, timeout: float = 300, check: bool = False,
                 capture_output: bool = False, **popen) -> subprocess.CompletedProcess:
     """`subprocess.run` in a session of its own; on timeout (or an interrupted test) the whole tree dies."""
     if capture_output:
         popen |= {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    process = subprocess.Popen(command, start_new_session=True, **popen)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except BaseException:
-        kill_tree(process)
-        process.communicate()
-        raise
+    process = start_in_session(command, **popen)
+    stdout, stderr = communicate_bounded(process, timeout)
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check:
         result.check_returncode()

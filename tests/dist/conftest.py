@@ -8,37 +8,20 @@ workers' MASTER_ADDR itself, to localhost).
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
 import pytest
 import torch
 
-IFF_LOOPBACK = 0x8
-
-
-def loopback_interface() -> str:
-    """The name of this machine's loopback interface ("lo" on Linux, "lo0" on macOS)."""
-    net = Path("/sys/class/net")
-    if net.is_dir():
-        for device in sorted(net.iterdir()):
-            try:
-                if int((device / "flags").read_text(), 16) & IFF_LOOPBACK:
-                    return device.name
-            except (OSError, ValueError):
-                continue
-    names = [name for _, name in socket.if_nameindex()]
-    for name in ("lo", "lo0"):
-        if name in names:
-            return name
-    pytest.fail(f"no loopback network interface on this machine (interfaces: {names}); "
-                "the distributed tests bind gloo to loopback only")
+from lmforge.train.launch import loopback_interface
 
 
 @pytest.fixture(scope="session")
 def loopback_env() -> dict[str, str]:
     """Environment entries that keep gloo and the rendezvous on 127.0.0.1, one thread per rank."""
-    return {"GLOO_SOCKET_IFNAME": loopback_interface(), "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    interface = loopback_interface()  # the one `lmforge pretrain --nproc` binds gloo to
+    if interface is None:
+        pytest.fail("no loopback network interface on this machine; the distributed tests bind gloo "
+                    "to loopback only")
+    return {"GLOO_SOCKET_IFNAME": interface, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(autouse=True)

@@ -58,7 +58,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from processes import alive, kill_tree, process_tree
+from processes import alive, communicate_bounded, kill_tree, process_tree, start_in_session
 from safetensors.torch import load_file
 
 from lmforge.train import pretrain
@@ -105,23 +105,17 @@ LAYOUTS = {
 # --- processes: own session, whole tree killed on timeout or error ---------------------------------
 
 def start(command: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return start_in_session(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = PROCESS_TIMEOUT) -> str:
-    """Wait for `process`; on a timeout (or the test being interrupted) kill its whole tree."""
+    """Wait for `process`; on a timeout (or the test being interrupted) its whole tree is killed."""
     try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(process)
-        output, _ = process.communicate()
+        output, _ = communicate_bounded(process, timeout)
+    except subprocess.TimeoutExpired as error:
         pytest.fail(f"{' '.join(process.args[:6])}... ran past {timeout}s; its process tree was killed\n"
-                    f"{output[-3000:]}")
-    except BaseException:
-        kill_tree(process)
-        process.communicate()
-        raise
+                    f"{error.output[-3000:]}")
     return output
 
 

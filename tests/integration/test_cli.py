@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import run_bounded
 
 pytestmark = pytest.mark.slow
 TINY_RUN = ["--set", "corpus.size_mb=0.4", "--set", "tokenizer.vocab_size=1000", "--set", "train.steps=100",
@@ -17,20 +18,15 @@ TINY_RUN = ["--set", "corpus.size_mb=0.4", "--set", "tokenizer.vocab_size=1000",
             "--set", "sample_tokens=12"]
 
 
-@pytest.fixture(scope="module")
-def lmforge(run_command):
-    """`lmforge(*args, cwd=...)` runs the CLI as a user does, in its own process group."""
-
-    def call(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        env = {**os.environ, "OMP_NUM_THREADS": "2"}
-        return run_command([sys.executable, "-m", "lmforge", *args], cwd=cwd, env=env, capture_output=True,
-                           text=True, timeout=600)
-
-    return call
+def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a session of its own (the whole tree dies on a timeout)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return run_bounded([sys.executable, "-m", "lmforge", *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory, lmforge) -> tuple[Path, subprocess.CompletedProcess]:
+def quickstart(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("cli")
     return cwd, lmforge("run", *TINY_RUN, cwd=cwd)
 
@@ -51,14 +47,14 @@ def test_run_builds_the_whole_chain(quickstart):
     assert lines["sample"].startswith("The")
 
 
-def test_rerun_skips_finished_stages(quickstart, lmforge):
+def test_rerun_skips_finished_stages(quickstart):
     cwd, _ = quickstart
     proc = lmforge("run", *TINY_RUN, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[tokenizer]" not in proc.stdout and "resumed from" in proc.stderr + proc.stdout
 
 
-def test_generate_is_reproducible_with_a_seed(quickstart, lmforge):
+def test_generate_is_reproducible_with_a_seed(quickstart):
     cwd, _ = quickstart
     model = cwd / "runs" / "quickstart" / "models" / "quickstart"
     args = ["generate", str(model), "--prompt", "The", "--max-tokens", "8", "--seed", "3"]
@@ -67,7 +63,7 @@ def test_generate_is_reproducible_with_a_seed(quickstart, lmforge):
     assert first.stdout == second.stdout and first.stdout.startswith("The")
 
 
-def test_model_info_prints_guide_sizes(tmp_path, lmforge):
+def test_model_info_prints_guide_sizes(tmp_path):
     """The printed figures of base-768, by the formulas of tests/unit/model/test_presets.py.
 
     D 768, L 12, F 3072, V 32000, T = M = 512, K = 1024, H 12, xl positions.
@@ -102,7 +98,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_bad_inputs_fail_with_one_line(tmp_path, lmforge):
+def test_bad_inputs_fail_with_one_line(tmp_path):
     assert "no.yaml: config file not found" in one_line_error(lmforge("pretrain", "no.yaml", cwd=tmp_path))
     assert "'train.lrr'" in one_line_error(lmforge("run", "--set", "train.lrr=1", cwd=tmp_path))
     assert "train.steps" in one_line_error(lmforge("run", "--set", "train.steps=x", cwd=tmp_path))
@@ -110,7 +106,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, lmforge):
     assert "not a model folder" in one_line_error(lmforge("generate", str(tmp_path), cwd=tmp_path))
 
 
-def test_malformed_jsonl_is_named_and_nothing_is_damaged(tmp_path, lmforge):
+def test_malformed_jsonl_is_named_and_nothing_is_damaged(tmp_path):
     source = tmp_path / "mine.jsonl.gz"
     with gzip.open(source, "wt") as handle:
         handle.write('{"text": "fine"}\n{"text": broken\n')

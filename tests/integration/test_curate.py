@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import run_bounded
 
 from lmforge.config import ConfigError, load
 from lmforge.data import generate_corpus
@@ -170,7 +171,7 @@ def comparable(out: Path) -> tuple[list, dict]:
     return docs, stats
 
 
-def test_killed_run_resumes_to_the_same_output(corpus, curated, tmp_path, run_command):
+def test_killed_run_resumes_to_the_same_output(corpus, curated, tmp_path):
     out = tmp_path / "resumed"
     cfg_file = tmp_path / "curate.yaml"
     cfg_file.write_text(yaml.safe_dump(config([corpus], out, workers=2).model_dump(mode="json")))
@@ -183,7 +184,7 @@ def test_killed_run_resumes_to_the_same_output(corpus, curated, tmp_path, run_co
     os.killpg(process.pid, signal.SIGKILL)  # the workers too
     process.wait()
     assert not (out / "manifest.json").exists(), "the kill came too late to test resuming"
-    finished = run_command(command, capture_output=True, text=True, timeout=600)
+    finished = run_bounded(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert comparable(out) == comparable(curated.out)
 

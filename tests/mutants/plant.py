@@ -46,6 +46,7 @@ class Planted:
 
 
 def load_entries(area: str | None) -> list[tuple[str, Planted]]:
+    sys.path.insert(0, str(Path(__file__).parent))  # the entry files import `Planted` from here
     entries = []
     for path in sorted(Path(__file__).parent.glob("planted_*.py")):
         this_area = path.stem.removeprefix("planted_")

@@ -1,11 +1,7 @@
 """Planted bugs of the data-curation checks: accounting by id, scoring, PII on real text, near-dedup
 around its thresholds, Ray started local-only. Run with `python tests/mutants/plant.py --area data`."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from plant import Planted  # noqa: E402
+from plant import Planted
 
 SHARDS = "tests/unit/data/test_shards.py"
 CURATE_IDS = "tests/integration/test_curate.py::test_kept_and_removed_ids_are_the_input_ids_once_each"

@@ -2,11 +2,7 @@
 only changes what a parallel layout computes, so the single-process reference stays right and the
 layout must drift from it. Run with `python tests/mutants/plant.py --area dist`."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from plant import Planted  # noqa: E402
+from plant import Planted
 
 LAYOUT = "tests/dist/test_parallel_training.py::test_layout_matches_single_process[{}]"
 ENGINE = "src/lmforge/train/engine.py"

@@ -1,11 +1,7 @@
 """Planted bugs of the single-process training and model checks: accumulation, masking, fine-tuning,
 sizes and FLOPs. Run with `python tests/mutants/plant.py --area model`."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from plant import Planted  # noqa: E402
+from plant import Planted
 
 ACCUMULATION = "tests/unit/train/test_accumulation.py"
 MASKING = "tests/unit/model/test_masking.py"

@@ -1,10 +1,6 @@
 """Bugs that break exact resume, and the tests in tests/unit/train/test_resume.py that catch them."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from plant import Planted  # noqa: E402
+from plant import Planted
 
 RESUMED = "tests/unit/train/test_resume.py::test_resumed_from_a_later_checkpoint_equals_the_uninterrupted_run"
 DAMAGED = "tests/unit/train/test_resume.py::test_a_damaged_newest_checkpoint_is_skipped"

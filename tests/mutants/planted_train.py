@@ -1,10 +1,6 @@
 """Bugs in gradient clipping and seeding, and the tests that catch them."""
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from plant import Planted  # noqa: E402
+from plant import Planted
 
 CLIPPING = "tests/unit/train/test_clipping.py"
 

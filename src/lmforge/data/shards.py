@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -83,12 +82,3 @@ def is_done(marker: Path) -> bool:
 
 def mark_done(marker: Path, summary: dict) -> None:
     atomic_write_json(marker, summary)
-
-
-def count_removed(paths: Iterable[Path]) -> Counter:
-    """Removed documents by reason over removed-shard files."""
-    reasons: Counter = Counter()
-    for path in paths:
-        for record in read_shard(path):
-            reasons[record["removed"]["reason"]] += 1
-    return reasons

@@ -140,15 +140,17 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def _intact(path: Path) -> bool:
+    models, trainers = list(path.glob("model*.safetensors")), list(path.glob("trainer*.safetensors"))
+    if not (models and trainers):
+        return False
     try:
         json.loads((path / STATE).read_text())
-        files = [*path.glob("model*.safetensors"), *path.glob("trainer*.safetensors")]
-        for file in files:
+        for file in models + trainers:
             with safe_open(str(file), "pt"):
                 pass
     except (OSError, ValueError, SafetensorError):
         return False
-    return any(f.name.startswith("model") for f in files) and any(f.name.startswith("trainer") for f in files)
+    return True
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import run_bounded
 from tokenizers import Tokenizer
 
 from lmforge.data.tasks import read_conll, read_text_labels
@@ -89,8 +90,7 @@ def test_duplicate_head_names_are_rejected(base_model, tasks):
         multitask_finetune(base_model, [tasks[0], tasks[0]], steps=1)
 
 
-def test_multitask_command_trains_every_head_from_a_yaml_config(base_model, shared_data, tmp_path,
-                                                                run_command):
+def test_multitask_command_trains_every_head_from_a_yaml_config(base_model, shared_data, tmp_path):
     config = tmp_path / "multitask.yaml"
     config.write_text(yaml.safe_dump({
         "model": str(base_model), "out": str(tmp_path / "joint"), "steps": 4, "batch_size": 8,
@@ -101,12 +101,12 @@ def test_multitask_command_trains_every_head_from_a_yaml_config(base_model, shar
             {"task": "ner", "train": str(shared_data / "wnut17/emerging.dev.conll"), "head": "entities"},
         ],
     }))
-    proc = run_command([sys.executable, "-m", "lmforge", "multitask", str(config)], capture_output=True,
+    proc = run_bounded([sys.executable, "-m", "lmforge", "multitask", str(config)], capture_output=True,
                        text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dev sentiment accuracy:" in proc.stdout and "dev entities f1:" in proc.stdout
     assert {"sentiment", "entities"} <= set(read_heads(tmp_path / "joint"))
     config.write_text(config.read_text().replace("steps: 4", "steps: 4\nbalancr: equal"))
-    proc = run_command([sys.executable, "-m", "lmforge", "multitask", str(config)], capture_output=True,
+    proc = run_bounded([sys.executable, "-m", "lmforge", "multitask", str(config)], capture_output=True,
                        text=True, timeout=300)
     assert proc.returncode == 1 and "balancr" in proc.stderr

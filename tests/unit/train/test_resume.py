@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from processes import kill_tree
+from processes import communicate_bounded, start_in_session
 from safetensors.torch import load_file, save_file
 
 from lmforge.train import pretrain
@@ -159,21 +159,16 @@ DIE_IN_CHECKPOINT_WRITE = textwrap.dedent("""
 
 def start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_in_session([sys.executable, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> int:
-    """Wait for the process; on timeout kill its whole process group and fail."""
+    """Wait (the whole tree is killed on a timeout); fail unless the process exited 0 or was killed."""
     try:
-        _, stderr = process.communicate(timeout=timeout)
+        _, stderr = communicate_bounded(process, timeout)
     except subprocess.TimeoutExpired:
-        kill_tree(process)
-        process.communicate()
         pytest.fail(f"{process.args} did not finish within {timeout}s")
-    except BaseException:
-        kill_tree(process)
-        raise
     if process.returncode not in (0, -signal.SIGKILL):
         pytest.fail(f"{process.args} exited {process.returncode}: {stderr[-2000:]}")
     return process.returncode

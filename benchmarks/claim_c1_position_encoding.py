@@ -27,11 +27,12 @@ from realdata import data_dir
 from train_throughput import foreign_load, machine_jiffies
 
 from lmforge.model import ModelConfig, Transformer
+from lmforge.parallel import Layout
 from lmforge.tokenizer import SegmentBatches, train_tokenizer
-from lmforge.train.config import TrainSettings
-from lmforge.train.loop import accumulate_gradients, build_optimizer, clip_gradients
-from lmforge.train.objectives import Objective, count_targets, summed_loss
-from lmforge.train.schedule import warmup_cosine
+from lmforge.train.config import OptimSettings
+from lmforge.train.engine import Engine
+from lmforge.train.objectives import LanguageModelling, Objective, count_targets, summed_loss
+from lmforge.train.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 POSITIONS = ("xl", "absolute", "rotary")
@@ -65,24 +66,14 @@ def load_streams(root: Path, vocab: int) -> tuple[ArrayStream, ArrayStream, int]
 
 
 def train(config: ModelConfig, stream: ArrayStream, args: argparse.Namespace, seed: int) -> Transformer:
-    """One run: the same loop as lmforge.train (memory carried across steps), schedule by warmup_cosine."""
+    """One run of lmforge's trainer (memory carried across steps, the S4 schedule), no evaluation."""
     torch.manual_seed(seed)
     model = Transformer(config)
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch, lr=args.lr, seed=seed)
-    optimizer = build_optimizer(model, settings)
-    batches = SegmentBatches(stream, args.batch, config.seq_len)
-    objective, mems = Objective("causal"), None
-    for step in range(args.steps):
-        lr = warmup_cosine(step, args.steps, args.lr, settings.warmup_fraction, settings.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = batches.batch(step)
-        loss, _, mems = accumulate_gradients(model, objective, x, y, args.batch, mems, step, bf16=args.bf16)
-        if not math.isfinite(loss):
-            raise RuntimeError(f"{config.position} seed {seed}: loss diverged at step {step}")
-        clip_gradients(model, settings.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    settings = OptimSettings(steps=args.steps, batch_size=args.batch, lr=args.lr, seed=seed,
+                             precision="bf16" if args.bf16 else "fp32")
+    engine = Engine(model, Layout.single(), args.batch, args.batch, bf16=args.bf16)
+    objective = LanguageModelling(Objective("causal"), SegmentBatches(stream, args.batch, config.seq_len))
+    Trainer(engine, objective, settings, None, None, {}, f"{config.position} seed {seed}").fit(None)
     return model
 
 

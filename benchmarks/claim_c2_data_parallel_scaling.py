@@ -4,9 +4,10 @@
 
 Weak scaling, as data parallelism is used: every rank trains `--batch` sequences per step, so
 the global batch grows with the ranks. Each configuration is a torchrun launch of this same file
-(worker mode), running lmforge's Engine exactly as `lmforge pretrain --nproc N` does (fp32,
-AdamW, clipping). Figures are medians over the measured steps, after warm-up.
-This machine has 2 cores, so "2 ranks" means 2 processes of 1 thread each. Two baselines:
+(worker mode), running lmforge's trainer as `lmforge pretrain --nproc N` does (fp32, AdamW,
+clipping); a step callback records each step's time. Figures are medians over the measured
+steps, after warm-up. This machine has 2 cores, so "2 ranks" means 2 processes of 1 thread
+each. Two baselines:
 1 rank x 1 thread (the per-core rate, the usual scaling baseline) and 1 rank x 2 threads (the
 same machine used by one process). Bytes per step: DDP's gradient all-reduce, counted by a
 communication hook on every bucket; for FSDP2, the all-gathers (forward and backward) and the
@@ -35,50 +36,77 @@ CONFIGS = (  # (label, ranks, threads per rank, parallel settings)
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One rank: train `--steps` steps on random tokens, print timings and bytes as JSON (rank 0)."""
+    """One rank: `--steps` trainer steps on random tokens, print timings and bytes as JSON (rank 0)."""
     import torch
     import torch.distributed as dist
 
+    from lmforge.device import collective_backend, resolve_device
     from lmforge.model import ModelConfig, Transformer
     from lmforge.parallel import ParallelSettings, build_layout, check_layout
-    from lmforge.train.config import TrainSettings
+    from lmforge.train.config import OptimSettings
     from lmforge.train.engine import Engine
-    from lmforge.train.loop import adamw
+    from lmforge.train.objectives import LanguageModelling, Objective
+    from lmforge.train.trainer import PlugPoints, Trainer
 
-    dist.init_process_group("gloo")
+    device = resolve_device("cpu")
+    dist.init_process_group(collective_backend(device))
     world = dist.get_world_size()
     config = ModelConfig(preset=args.preset, dropout=0.0, vocab_size=8192)
     settings = check_layout(ParallelSettings.model_validate_json(args.parallel), world, config,
                             args.batch * world)
-    layout = build_layout(settings)
+    layout = build_layout(settings, device)
     torch.manual_seed(0)
     engine = Engine(Transformer(config), layout, args.batch, args.batch, bf16=False)
-    train = TrainSettings()
-    optimizer = adamw(engine.core, train.lr, train.weight_decay, train.betas, foreach=world == 1)
     sent = count_allreduce_bytes(engine.module)
-    generator = torch.Generator().manual_seed(layout.rank)
-    times, mems = [], None
-    for step in range(args.warmup + args.steps):
-        x = torch.randint(config.vocab_size, (args.batch, config.seq_len + 1), generator=generator)
-        dist.barrier()
-        started = time.perf_counter()
-        sent[0] = 0
-        _, mems = engine.forward_backward(x[:, :-1], x[:, 1:], mems, causal=True)
-        engine.clip_gradients(train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        dist.barrier()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - started)
-    step_s = statistics.median(times)
+    steps = args.warmup + args.steps
+    timer = StepTimer(sent)
+    train = OptimSettings(steps=steps, batch_size=args.batch * world)
+    stream = RandomTokens(config.vocab_size, args.batch, config.seq_len, layout.rank)
+    Trainer(engine, LanguageModelling(Objective("causal"), stream), train, None, None, {}, "c2",
+            PlugPoints(callbacks=[timer])).fit(None)
+    step_s = statistics.median(timer.seconds[args.warmup:])
     if layout.rank == 0:
         param_bytes = sum(p.numel() * p.element_size() for p in engine.core.parameters())  # DTensor: global
         print(json.dumps({"step_s": step_s, "tokens_per_s": world * args.batch * config.seq_len / step_s,
-                          "allreduce_bytes": sent[0], "param_bytes": param_bytes,
+                          "allreduce_bytes": timer.bytes, "param_bytes": param_bytes,
                           "bandwidth": gloo_bandwidth() if world > 1 else None}), flush=True)
     elif world > 1:
         gloo_bandwidth()
     dist.destroy_process_group()
+
+
+class RandomTokens:
+    """This rank's rows of step `step`: uniform random tokens, a different stream per rank."""
+
+    def __init__(self, vocab: int, rows: int, seq_len: int, rank: int):
+        self.vocab, self.rows, self.seq_len, self.rank = vocab, rows, seq_len, rank
+
+    def batch(self, step: int):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.rank * 1_000_003 + step)
+        x = torch.randint(self.vocab, (self.rows, self.seq_len + 1), generator=generator)
+        return x[:, :-1], x[:, 1:]
+
+
+class StepTimer:
+    """Step callback: each step's seconds (the trainer's own clock) and the bytes all-reduced in it."""
+
+    name = "timer"
+
+    def __init__(self, sent: list[int]):
+        self.sent, self.seconds, self.bytes = sent, [], 0
+
+    def after_step(self, step: int, record: dict, engine) -> dict:
+        self.seconds.append(record["seconds"])
+        self.bytes, self.sent[0] = self.sent[0], 0
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore: timings are measured afresh."""
 
 
 def count_allreduce_bytes(module) -> list[int]:

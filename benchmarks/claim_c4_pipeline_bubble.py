@@ -36,12 +36,16 @@ import torch
 import torch.distributed as dist
 from train_throughput import foreign_load, machine_jiffies
 
+from lmforge.device import resolve_device
 from lmforge.model import ModelConfig, Transformer
 from lmforge.parallel import ParallelSettings, build_layout, check_layout
 from lmforge.parallel.mesh import Layout
 from lmforge.train.engine import Engine
+from lmforge.train.objectives import LanguageModelling, Objective
 
 RESULTS = Path(__file__).parent / "results"
+CAUSAL = LanguageModelling(Objective("causal"), stream=None)
+"""The causal LM objective; the batches are made here, so it has no stream of its own."""
 PREFIX = "C4RESULT "
 CLAIM, CLAIM_STAGES = 0.15, 4
 MIB = 2**20
@@ -182,7 +186,7 @@ def measure(config: ModelConfig, layout: Layout, batch: int, spec: dict) -> dict
         dist.barrier()
         probe.reset()
         with probe.account.hooks() if memory_step else nullcontext():
-            _, mems = engine.forward_backward(x, y, mems, causal=True)
+            _, mems, _ = engine.forward_backward(CAUSAL, (x, y), mems)
         engine.core.zero_grad(set_to_none=True)
         if spec["warmup"] <= i < total - 1:
             steps.append((probe.start, probe.end, probe.busy_wall, probe.busy_cpu))
@@ -219,7 +223,10 @@ def worker(spec: dict) -> None:
         batch = m * spec["micro_batch"]
         settings = ParallelSettings(pp=world, dp_shard=1, pp_schedule=schedule, microbatches=m)
         settings = check_layout(settings, world, config, batch)
-        layout = build_layout(settings) if layout is None else replace(layout, settings=settings)
+        if layout is None:
+            layout = build_layout(settings, resolve_device("cpu"))
+        else:
+            layout = replace(layout, settings=settings)
         record = measure(config, layout, batch, spec)
         everyone: list[Any] = [None] * world
         dist.all_gather_object(everyone, record)

@@ -87,7 +87,7 @@ def real_documents(data: Path) -> dict[str, list[str]]:
 
 def builtin_documents(count: int, folder: Path) -> list[str]:
     """The first `count` documents of the built-in corpus (about 850 per MB)."""
-    from lmforge.data import generate_corpus
+    from lmforge.data.synthetic import generate_corpus
 
     if count <= 0:
         return []
@@ -194,7 +194,7 @@ def _outcome(window: Window, n_input: int, kept: int, reasons: Counter,
 def normalise_documents(data: Iterator, rank: int = 0, world_size: int = 1) -> Iterator:
     """datatrove has no Unicode normaliser (FTFYFormatter also repairs mojibake, far more work):
     this pipeline step runs lmforge's `normalise_text`, so both do exactly the same here."""
-    from lmforge.data.steps.normalise import normalise_text
+    from lmforge.data.curate.steps.normalise import normalise_text
 
     for doc in data:
         doc.text = normalise_text(doc.text, "NFC")

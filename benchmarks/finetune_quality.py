@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from realdata import data_dir
 
-from lmforge.data import generate_corpus
+from lmforge.data.synthetic import generate_corpus
 from lmforge.data.tasks import read_conll, read_text_labels
 from lmforge.model import Transformer
 from lmforge.model.folder import load_model, read_heads, save_model_folder

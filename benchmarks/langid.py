@@ -1,4 +1,4 @@
-"""Language-ID speed and accuracy of every backend in lmforge.data.langid, on Tatoeba sentences.
+"""Language-ID speed and accuracy of every backend in lmforge.data.curate.langid, on Tatoeba sentences.
 
     python benchmarks/langid.py [--data DIR] [--per-lang N]
 
@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from lmforge.data.langid import DETECTORS, load_detector
+from lmforge.data.curate.langid import DETECTORS, load_detector
 
 RESULTS = Path(__file__).parent / "results"
 DATA_FILE = Path("langid_tatoeba") / "langid_tatoeba_21lang.tsv"
@@ -77,7 +77,7 @@ def render(n: int, results: dict[str, tuple[list[str], float]], gold: list[str])
     lines = ["# Language identification: speed and accuracy", "",
              f"Tatoeba (LASER test sentences), {n:,} sentences in {len(set(gold))} languages; one process "
              f"on a {os.cpu_count()}-thread machine, model/profile loading excluded; the step's own "
-             "code path (`lmforge.data.langid.load_detector(name).detect`).", "",
+             "code path (`lmforge.data.curate.langid.load_detector(name).detect`).", "",
              "| backend | what it is | sentences/s | accuracy |", "|---|---|---:|---:|"]
     lines += [f"| {name} | {_summary(name)} | {speed:,.0f} | {accuracy(gold, pred):.2%} |"
               for name, (pred, speed) in results.items()]

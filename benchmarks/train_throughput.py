@@ -1,10 +1,11 @@
 """Training throughput and MFU of our model vs a same-size Hugging Face GPT-2, in one run.
 
-    python benchmarks/train_throughput.py [--seconds 4] [--batch 8]
+    python benchmarks/train_throughput.py [--steps 20] [--batch 8]
 
-Measures this machine's fp32/bf16 matmul peak, then tokens/s of full training steps (forward,
-backward, AdamW) for `tiny` and `small` with each position encoding, in fp32 and bf16 autocast,
-and GPT-2 (transformers) of the same width/depth/context as the baseline. MFU is
+Measures this machine's fp32/bf16 matmul peak, then tokens/s of full steps of lmforge's trainer
+(forward, backward, clipping, AdamW) for `tiny` and `small` with each position encoding, in fp32
+and bf16 autocast, eager and with `train.compile` (torch.compile), and GPT-2 (transformers) of
+the same width/depth/context, run by the same trainer, as the baseline. MFU is
 tokens/s x FLOPs/token (6N plus attention, see lmforge.model.info) over the measured fp32 peak.
 Foreign CPU load during the run is read from /proc/stat and printed beside the table, because a
 busy neighbour halves these figures. Writes benchmarks/results/train_throughput.md.
@@ -17,14 +18,18 @@ import json
 import os
 import statistics
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from lmforge.model import ModelConfig, Transformer, flops_per_token
+from lmforge.parallel import Layout
+from lmforge.train.config import OptimSettings
+from lmforge.train.engine import Engine
 from lmforge.train.metrics import measure_peak_gflops
+from lmforge.train.objectives import LanguageModelling, Objective
+from lmforge.train.trainer import PlugPoints, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -43,36 +48,78 @@ def foreign_load(start: tuple[int, int], own_cpu_seconds: float) -> float:
     return max(0.0, (busy - start[0] - own) / max(total - start[1], 1))
 
 
-def time_steps(step, seconds: float) -> float:
-    """Median seconds per training step after two warm-up steps."""
-    step(), step()
-    times, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 3:
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+class FixedBatch:
+    """The same random batch every step: this measures speed, not learning."""
+
+    def __init__(self, vocab: int, batch: int, seq_len: int):
+        generator = torch.Generator().manual_seed(0)
+        self.tokens = torch.randint(0, vocab, (batch, seq_len + 1), generator=generator)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens[:, :-1], self.tokens[:, 1:]
 
 
-def ours_step(config: ModelConfig, batch: int, bf16: bool):
+class HFCausalLM:
+    """Hugging Face GPT-2 as a training objective of lmforge's trainer (no memory to carry)."""
+
+    causal = True
+
+    def __init__(self, stream: FixedBatch):
+        self.stream = stream
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.stream.batch(step)
+
+    def count(self, rows: tuple[torch.Tensor, ...]) -> int:
+        return rows[1].numel()
+
+    def loss(self, module, rows, carry, teacher=None):
+        logits = module(input_ids=rows[0]).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), rows[1].flatten(), reduction="sum"), None
+
+
+class StepTimer:
+    """Step callback: each step's seconds, as the trainer measures them."""
+
+    name = "timer"
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def after_step(self, step: int, record: dict, engine) -> dict:
+        self.seconds.append(record["seconds"])
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore."""
+
+
+def timed_steps(model: torch.nn.Module, objective, batch: int, bf16: bool, compiled: bool, args) -> float:
+    """Median seconds of a full step of lmforge's trainer (forward, backward, clipping, AdamW)."""
+    engine = Engine(model, Layout.single(), batch, batch, bf16)
+    if compiled:
+        engine.module.compile()
+    timer = StepTimer()
+    warmup = args.compile_warmup if compiled else 2
+    settings = OptimSettings(steps=warmup + args.steps, batch_size=batch, lr=1e-4,
+                             precision="bf16" if bf16 else "fp32")
+    Trainer(engine, objective, settings, None, None, {}, "throughput", PlugPoints(callbacks=[timer])).fit(
+        None)
+    return statistics.median(timer.seconds[warmup:])
+
+
+def ours(config: ModelConfig, args, bf16: bool, compiled: bool) -> tuple[float, int]:
+    """Steady state of XL training: the objective carries a full memory of mem_len states per layer."""
     model = Transformer(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    x = torch.randint(0, config.vocab_size, (batch, config.seq_len))
-    # Steady state of XL training: a full memory of mem_len states per layer.
-    mems = [torch.randn(batch, config.mem_len, config.d_model) for _ in range(config.n_layers)]
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            out = model(x, mems if config.mem_len else None)
-            loss = F.cross_entropy(out.logits.float().flatten(0, 1), x.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, model.num_parameters()
+    stream = FixedBatch(config.vocab_size, args.batch, config.seq_len)
+    objective = LanguageModelling(Objective("causal"), stream)
+    return timed_steps(model, objective, args.batch, bf16, compiled, args), model.num_parameters()
 
 
-def gpt2_step(config: ModelConfig, batch: int, bf16: bool):
+def gpt2(config: ModelConfig, args, bf16: bool) -> tuple[float, int]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.seq_len,
@@ -80,18 +127,8 @@ def gpt2_step(config: ModelConfig, batch: int, bf16: bool):
                                     n_inner=config.d_ff, resid_pdrop=config.dropout,
                                     embd_pdrop=config.dropout, attn_pdrop=config.dropout))
     hf.train()
-    optimizer = torch.optim.AdamW(hf.parameters(), lr=1e-4, foreach=True)
-    x = torch.randint(0, config.vocab_size, (batch, config.seq_len))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            logits = hf(input_ids=x).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), x.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, sum(p.numel() for p in hf.parameters())
+    objective = HFCausalLM(FixedBatch(config.vocab_size, args.batch, config.seq_len))
+    return timed_steps(hf, objective, args.batch, bf16, False, args), sum(p.numel() for p in hf.parameters())
 
 
 def measure(args) -> list[dict]:
@@ -102,17 +139,18 @@ def measure(args) -> list[dict]:
         for precision in ("fp32", "bf16"):
             bf16 = precision == "bf16"
             for label, config in variants:
-                step, params = ours_step(config, args.batch, bf16)
-                rows.append(_row(preset, f"lmforge {label}", precision, config, params, step, args))
+                timing = ours(config, args, bf16, False)
+                rows.append(_row(preset, f"lmforge {label}", precision, config, *timing, args))
+            xl = variants[0][1]
+            timing = ours(xl, args, bf16, True)
+            rows.append(_row(preset, "lmforge xl, compiled", precision, xl, *timing, args))
             base = ModelConfig(preset=preset, mem_len=0)
-            step, params = gpt2_step(base, args.batch, bf16)
-            rows.append(_row(preset, "HF GPT-2 (baseline)", precision, base, params, step, args,
+            rows.append(_row(preset, "HF GPT-2 (baseline)", precision, base, *gpt2(base, args, bf16), args,
                              flops_config=ModelConfig(preset=preset, position="absolute", mem_len=0)))
     return rows
 
 
-def _row(preset, label, precision, config, params, step, args, flops_config=None) -> dict:
-    seconds = time_steps(step, args.seconds)
+def _row(preset, label, precision, config, seconds, params, args, flops_config=None) -> dict:
     tok_s = args.batch * config.seq_len / seconds
     row = {"preset": preset, "model": label, "precision": precision, "params": params,
            "context": f"{config.seq_len}+{config.mem_len}", "tokens_per_s": tok_s,
@@ -130,7 +168,8 @@ def report(rows: list[dict], peaks: dict, load: float, args) -> str:
         "# Training throughput (forward + backward + AdamW step)", "",
         f"Machine: {torch.get_num_threads()} threads; measured matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16']:.0f} GFLOP/s (2048x2048). Foreign CPU load during the run: {load:.0%} of the "
-        f"machine. Batch {args.batch}; context = segment + memory tokens; median step of >= {args.seconds}s.",
+        f"machine. Batch {args.batch}; context = segment + memory tokens; median of {args.steps} steps of "
+        "lmforge's trainer (forward, backward, clipping, AdamW), HF GPT-2 run by the same trainer.",
         "", "| preset | model | precision | params | context | tokens/s | MFU (of fp32 peak) |",
         "|---|---|---|---:|---|---:|---:|",
     ]
@@ -161,7 +200,8 @@ def report(rows: list[dict], peaks: dict, load: float, args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per configuration")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per configuration, after warm-up")
+    parser.add_argument("--compile-warmup", type=int, default=5, help="warm-up steps of a compiled model")
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -38,7 +38,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> dict[str, Path]:
     """A 0.4 MB built-in corpus, a 1k-vocab tokenizer and its packed tokens."""
-    from lmforge.data import generate_corpus
+    from lmforge.data.synthetic import generate_corpus
     from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
 
     root = tmp_path_factory.mktemp("corpus")

@@ -1,7 +1,10 @@
 """`lmforge`: one thin verb per lifecycle stage. Each parses, loads its config, calls the stage.
 
-Known failures (bad config, bad data, bad artifact, diverged training) print one line naming
-the file/key and exit with status 1; anything else is a bug and keeps its traceback.
+Options reach a config as typed values (`config.load(values=...)`), never as YAML text, so a
+path is taken exactly as given. Every `LmforgeError` (bad config, bad data, bad artifact,
+diverged training) prints one line naming the file/key and exits with status 1; anything else
+is a bug and keeps its traceback. Stages are imported inside the verbs, so each verb pays only
+for the imports it uses and `lmforge --help` for none.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from lmforge.errors import LmforgeError
 
 app = typer.Typer(help="lmforge: from a raw text corpus to a trained, sampled language model; one verb "
                   "per lifecycle stage.", no_args_is_help=True, add_completion=False,
@@ -29,29 +34,41 @@ PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolv
                                                                "with its help, and exit.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE "
                                                        "(dotted keys, e.g. train.lr=3e-4). Repeatable.")]
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from lmforge.artifacts import ArtifactError
-    from lmforge.config import ConfigError
-    from lmforge.data import DataError
-    from lmforge.train import CheckpointError, TrainingDiverged
-
-    return ConfigError, DataError, ArtifactError, CheckpointError, TrainingDiverged
+ResumeOpt = Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, or a checkpoint folder.")]
+NprocOpt = Annotated[int, typer.Option(min=1, help="Worker processes on this machine (torchrun); the "
+                                                   "`parallel` section says how they split the work.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 
 
 def guarded(func):
-    """Turn the project's own errors into `error: <one line>` and exit status 1."""
+    """Turn the project's own errors (`LmforgeError`) into `error: <one line>` and exit status 1.
+
+    A message that spans lines (a quoted value, a library's report inside it) is joined into one:
+    one line is what scripts and the tests rely on.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except _known_errors() as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        except LmforgeError as err:
+            line = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options a user gave, as a nested dict of typed values for `config.load(values=...)`:
+    None (not given) is left out, so the config file's or `--set`'s value stands."""
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            value = given(**value)
+        if value is not None and value != {}:
+            values[key] = value
+    return values
 
 
 @app.command()
@@ -78,12 +95,7 @@ def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML
 @app.command("pretrain")
 @guarded
 def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False,
-                 resume: Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, "
-                                                          "or a checkpoint folder.")] = "auto",
-                 nproc: Annotated[int, typer.Option(min=1, help=(
-                     "Worker processes on this machine (torchrun); the `parallel` section says how "
-                     "they split the work."))] = 1,
-                 ) -> None:
+                 resume: ResumeOpt = "auto", nproc: NprocOpt = 1) -> None:
     """Pretrain a model on packed tokens; checkpoints, metrics and the model folder under OUT."""
     from lmforge.config import commented_yaml, load
     from lmforge.train import PretrainConfig, pretrain
@@ -95,7 +107,7 @@ def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: Pr
     if nproc > 1:
         from lmforge.train.launch import launch
 
-        raise typer.Exit(launch(cfg, nproc, resume))
+        raise typer.Exit(launch("pretrain", cfg, nproc, resume))
     result = pretrain(cfg, resume=None if resume == "none" else resume)
     typer.echo(f"validation perplexity: {result.ppl_after:,.2f} after {result.steps} steps")
     typer.echo(f"model folder: {result.model_dir}")
@@ -104,15 +116,18 @@ def pretrain_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: Pr
 @app.command("curate")
 @guarded
 def curate_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False) -> None:
-    """Clean, filter, deduplicate and anonymise raw sources into a dataset folder (resumable)."""
+    """Clean, filter, deduplicate and anonymise raw sources into a dataset folder (resumable).
+
+    On the built-in corpus the report also scores the run against the corpus's planted truth."""
     from lmforge.config import commented_yaml, load
     from lmforge.data.curate import CurateConfig, curate
+    from lmforge.data.synthetic import truth_scorer
 
     cfg = load(CurateConfig, config, set_)
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
-    result = curate(cfg)
+    result = curate(cfg, scorer=truth_scorer(cfg.sources))
     typer.echo(f"{result.n_input:,} documents in, {result.n_kept:,} kept, "
                f"{sum(result.removed.values()):,} removed; report: {result.out / 'report.md'}")
 
@@ -127,19 +142,18 @@ def generate_cmd(
     top_k: Annotated[int | None, typer.Option(min=1, help="Sample from the k likeliest.")] = None,
     top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Nucleus mass.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Continue a prompt with a model folder (cached recurrence: one step per new token)."""
-    from tokenizers import Tokenizer
-
+    from lmforge.device import resolve_device
     from lmforge.model import generate
-    from lmforge.model.folder import load_model, read_model_config
+    from lmforge.model.bundle import load_bundle
 
-    read_model_config(model)  # one-line error for a folder that is not a model
-    net = load_model(model)
-    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    bundle = load_bundle(model, resolve_device(device))
+    tokenizer = bundle.tokenizer
     ids = tokenizer.encode(prompt).ids or [tokenizer.token_to_id("<bos>")]
-    new = generate(net, ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   eos_id=tokenizer.token_to_id("<eos>"))
+    new = generate(bundle.model, ids, max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                   seed=seed, eos_id=tokenizer.token_to_id("<eos>"))
     typer.echo(tokenizer.decode(ids + new))
 
 
@@ -156,21 +170,23 @@ def finetune_cmd(
     test: Annotated[Path | None, typer.Option(help="Test file, scored with the best weights.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output model folder.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML finetune config.")] = None,
-    set_: SetOpt = None, print_config: PrintOpt = False,
+    set_: SetOpt = None, print_config: PrintOpt = False, resume: ResumeOpt = "auto", nproc: NprocOpt = 1,
 ) -> None:
     """Fine-tune a model folder on one task; writes a model folder with the head and metrics.json."""
     from lmforge.config import commented_yaml, load
     from lmforge.train.finetune import finetune
     from lmforge.train.finetune_config import FinetuneConfig
 
-    given = [f"model='{model}'", f"task={task}", f"data.train='{data}'"]
-    given += [f"{key}='{value}'" for key, value in (("data.dev", dev), ("data.test", test), ("out", out))
-              if value is not None]
-    cfg = load(FinetuneConfig, config, given + list(set_ or []))
+    cfg = load(FinetuneConfig, config, set_, given(model=model, task=task, out=out,
+                                                 data={"train": data, "dev": dev, "test": test}))
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
-    result = finetune(cfg)
+    if nproc > 1:
+        from lmforge.train.launch import launch
+
+        raise typer.Exit(launch("finetune", cfg, nproc, resume))
+    result = finetune(cfg, resume=None if resume == "none" else resume)
     for split, metrics in (("dev", result.dev), ("test", result.test or {})):
         for name, value in metrics.items():
             typer.echo(f"{split} {name}: {value:.4f}")
@@ -179,19 +195,22 @@ def finetune_cmd(
 
 @app.command("multitask")
 @guarded
-def multitask_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False) -> None:
+def multitask_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: PrintOpt = False,
+                  resume: ResumeOpt = "auto", nproc: NprocOpt = 1) -> None:
     """Fine-tune one backbone on several tasks at once, balancing them with GradNorm (or equally)."""
     from lmforge.config import commented_yaml, load
     from lmforge.train.finetune_config import MultitaskConfig
-    from lmforge.train.multitask import TaskSpec, multitask_finetune
+    from lmforge.train.multitask import multitask
 
     cfg = load(MultitaskConfig, config, set_)
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
-    specs = [TaskSpec(**t.model_dump()) for t in cfg.tasks]
-    settings = cfg.model_dump(exclude={"model", "tasks"})
-    result = multitask_finetune(cfg.model, specs, **settings)
+    if nproc > 1:
+        from lmforge.train.launch import launch
+
+        raise typer.Exit(launch("multitask", cfg, nproc, resume))
+    result = multitask(cfg, resume=None if resume == "none" else resume)
     for head, metrics in result.dev.items():
         for name, value in metrics.items():
             typer.echo(f"dev {head} {name}: {value:.4f}")
@@ -206,11 +225,12 @@ def evaluate_cmd(
     task: TaskOpt,
     data: Annotated[Path, typer.Option("--data", help="Labelled file to score.")],
     head: Annotated[str | None, typer.Option(help="Head name (default: the task's name).")] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
-    """Score a model folder's task head on a data file; prints and records the metrics."""
+    """Score a model folder's task head on a data file, the way the head was trained; records the metrics."""
     from lmforge.train.finetune import evaluate
 
-    for name, value in evaluate(model, task, data, head).items():
+    for name, value in evaluate(model, task, data, head, device=device).items():
         typer.echo(f"{name}: {value:.4f}")
 
 
@@ -223,7 +243,7 @@ def tokenizer_train(config: ConfigArg = None, set_: SetOpt = None,
     from lmforge.config import load
     from lmforge.tokenizer import TokenizerTrainConfig, run_train
 
-    cfg = load(TokenizerTrainConfig, config, _with_paths(set_, data, out))
+    cfg = load(TokenizerTrainConfig, config, set_, given(data=data, out=out))
     typer.echo(f"tokenizer: {run_train(cfg)}")
 
 
@@ -236,17 +256,8 @@ def tokenizer_pack(config: ConfigArg = None, set_: SetOpt = None,
     from lmforge.config import load
     from lmforge.tokenizer import PackConfig, run_pack
 
-    cfg = load(PackConfig, config, _with_paths(set_, data, out))
+    cfg = load(PackConfig, config, set_, given(data=data, out=out))
     typer.echo(f"tokens: {run_pack(cfg)}")
-
-
-def _with_paths(overrides: list[str] | None, data: list[Path] | None, out: Path | None) -> list[str]:
-    extra = list(overrides or [])
-    if data:
-        extra.append("data=[" + ", ".join(f"'{p}'" for p in data) + "]")
-    if out:
-        extra.append(f"out='{out}'")
-    return extra
 
 
 @model_app.command("info")
@@ -254,11 +265,11 @@ def _with_paths(overrides: list[str] | None, data: list[Path] | None, out: Path 
 def model_info(preset: Annotated[str, typer.Argument(help="Preset name (tiny, small, base-768, ...).")],
                set_: SetOpt = None) -> None:
     """Parameters, memory and FLOPs of a preset (built on the meta device: costs nothing)."""
-    from lmforge.config import build, parse_overrides
+    from lmforge.config import load
     from lmforge.model import ModelConfig, describe
     from lmforge.model.info import format_description
 
-    cfg = build(ModelConfig, {"preset": preset, **parse_overrides(set_ or [])}, source="model")
+    cfg = load(ModelConfig, None, set_, given(preset=preset))
     typer.echo(format_description(describe(cfg)))
 
 

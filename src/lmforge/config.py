@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lmforge.errors import READ_ERRORS, LmforgeError, unreadable
+
 C = TypeVar("C", bound="Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(LmforgeError):
     """A config that cannot be used; the message names the file and key."""
 
 
@@ -41,7 +43,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {pair!r}: {part!r} is set both as a value and as a section")
-        node[leaf] = _scalar(raw)
+        try:
+            node[leaf] = _scalar(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML "
+                              f"({getattr(err, 'problem', None) or err}); quote it") from None
     return nested
 
 
@@ -71,10 +77,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read config ({err})") from None
+    except READ_ERRORS as err:
+        raise ConfigError(unreadable(path, err, "a YAML config file")) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -97,10 +101,17 @@ def build(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
         raise ConfigError(f"{source}: " + "; ".join(_describe(cls, e) for e in err.errors())) from None
 
 
-def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Load `path` (optional) as `cls`, then apply `--set` overrides on top."""
+def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
+         values: dict[str, Any] | None = None) -> C:
+    """Load `path` (optional) as `cls`, then apply the `--set` strings, then `values` on top.
+
+    `values` is a nested dict of already-typed settings (a command's options: paths, names):
+    they are never written into YAML text and parsed back, so a path holding a quote, a colon
+    or a `#` arrives exactly as given. They win over the file and the `--set` strings.
+    """
     data = read_yaml(path) if path is not None else {}
     data = deep_merge(data, parse_overrides(overrides or []))
+    data = deep_merge(data, values or {})
     return build(cls, data, source=str(path) if path is not None else "config")
 
 
@@ -110,6 +121,11 @@ def _describe(cls: type[Config], error: dict[str, Any]) -> str:
         valid = _fields_at(cls, error["loc"][:-1])
         hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
         return f"unknown key {key!r}{hint}"
+    if error["type"] == "missing":
+        return f"{key}: required, but not given"
+    if error["type"] == "value_error":  # a validator's own sentence; its input may be the whole config
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{key}: {message}" if error["loc"] else message
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 

@@ -11,16 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
-from tokenizers import Tokenizer
 
 from lmforge.artifacts import MANIFEST, run_layout, write_manifest
 from lmforge.config import Config, to_dict
-from lmforge.data import generate_corpus, read_documents, write_documents
-from lmforge.data.curate import CurateConfig, curate
-from lmforge.data.steps import StepSettings
+from lmforge.data import read_documents, write_documents
+from lmforge.data.curate import CurateConfig, CurationSettings, curate
+from lmforge.data.synthetic import generate_corpus, truth_scorer
 from lmforge.model import ModelConfig, generate
-from lmforge.model.folder import load_model
-from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
+from lmforge.model.bundle import load_bundle
+from lmforge.tokenizer import (
+    PackConfig,
+    PackSettings,
+    TokenizerSettings,
+    TokenizerTrainConfig,
+    run_pack,
+    run_train,
+)
 from lmforge.train import PretrainConfig, PretrainResult, TrainSettings, pretrain
 
 
@@ -33,24 +39,15 @@ class CorpusSettings(Config):
     """Size of the built-in corpus in MB of text."""
 
 
-class TokenizerSettings(Config):
-    vocab_size: int = Field(8192, ge=300)
-    """Byte-level BPE vocabulary size, special tokens included."""
-    min_frequency: int = Field(2, ge=1)
-    """Pairs seen fewer times are never merged."""
-    val_fraction: float = Field(0.05, gt=0, lt=1)
-    """Share of documents packed into the validation split."""
+class RunTokenizer(TokenizerSettings, PackSettings):
+    """The tokenizer stage's and the packing stage's own settings."""
 
 
-class CurationSettings(Config):
+class RunCuration(CurationSettings):
+    """The curation stage's own settings, and whether the run curates at all."""
+
     enabled: bool = True
     """Curate the corpus (clean, filter, dedup, anonymise) before training the tokenizer."""
-    workers: int = Field(2, ge=1)
-    """Worker processes for curation."""
-    shard_docs: int = Field(1000, ge=1)
-    """Documents per curation shard."""
-    steps: StepSettings = StepSettings()
-    """Settings of every curation step."""
 
 
 class RunConfig(Config):
@@ -60,9 +57,9 @@ class RunConfig(Config):
     """Folder holding all runs."""
     corpus: CorpusSettings = CorpusSettings()
     """Where the text comes from."""
-    curation: CurationSettings = CurationSettings()
+    curation: RunCuration = RunCuration()
     """Data curation in front of the tokenizer."""
-    tokenizer: TokenizerSettings = TokenizerSettings()
+    tokenizer: RunTokenizer = RunTokenizer()
     """Tokenizer training and packing."""
     model: ModelConfig = ModelConfig(preset="tiny")
     """Architecture of the pretrained model."""
@@ -89,12 +86,12 @@ def run_pipeline(cfg: RunConfig, say=print) -> RunSummary:
     tokenizer_dir = layout["tokenizers"] / "default"
     if not (tokenizer_dir / MANIFEST).exists():
         say(f"[tokenizer] training byte-level BPE (vocab {cfg.tokenizer.vocab_size}) -> {tokenizer_dir}")
-        run_train(TokenizerTrainConfig(data=[dataset], vocab_size=cfg.tokenizer.vocab_size,
-                                       min_frequency=cfg.tokenizer.min_frequency, out=tokenizer_dir))
+        run_train(TokenizerTrainConfig(data=[dataset], out=tokenizer_dir,
+                                       **_fields(cfg.tokenizer, TokenizerSettings)))
     if not (tokens_dir / MANIFEST).exists():
         say(f"[pack] tokenizing into shards -> {tokens_dir}")
         run_pack(PackConfig(data=[dataset], tokenizer=tokenizer_dir, out=tokens_dir,
-                            val_fraction=cfg.tokenizer.val_fraction))
+                            **_fields(cfg.tokenizer, PackSettings)))
     say(f"[pretrain] {cfg.model.preset or 'custom'} model, {cfg.train.steps} steps")
     result = pretrain(PretrainConfig(name=cfg.name, out=layout["root"], model=cfg.model,
                                      data={"tokens": tokens_dir, "tokenizer": tokenizer_dir},
@@ -114,11 +111,17 @@ def _curated(cfg: RunConfig, datasets: Path, say) -> tuple[Path, Path]:
     curated = datasets / "curated"
     if not (curated / MANIFEST).exists():
         say(f"[curate] cleaning, filtering, deduplicating and anonymising -> {curated}")
-        result = curate(CurateConfig(name=cfg.name, sources=[raw / "documents.jsonl.gz"], out=curated,
-                                     workers=cfg.curation.workers, shard_docs=cfg.curation.shard_docs,
-                                     steps=cfg.curation.steps), say=say)
+        sources = [raw / "documents.jsonl.gz"]
+        result = curate(CurateConfig(name=cfg.name, sources=sources, out=curated,
+                                     **_fields(cfg.curation, CurationSettings)), say=say,
+                        scorer=truth_scorer(sources))
         say(f"[curate] {result.n_kept:,} of {result.n_input:,} documents kept; see {curated / 'report.md'}")
     return curated / "shards", curated / "tokens"
+
+
+def _fields(settings: Config, stage: type[Config]) -> dict:
+    """The values of `settings` that belong to the stage config `stage` (nested ones stay models)."""
+    return {name: getattr(settings, name) for name in stage.model_fields}
 
 
 def _corpus(settings: CorpusSettings, dataset: Path, say) -> None:
@@ -134,9 +137,9 @@ def _corpus(settings: CorpusSettings, dataset: Path, say) -> None:
 
 
 def _sample(model_dir: Path, prompt: str, max_tokens: int, seed: int) -> str:
-    model = load_model(model_dir)
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    bundle = load_bundle(model_dir)
+    tokenizer = bundle.tokenizer
     ids = tokenizer.encode(prompt).ids
-    new = generate(model, ids, max_tokens, temperature=0.8, top_k=50, seed=seed,
+    new = generate(bundle.model, ids, max_tokens, temperature=0.8, top_k=50, seed=seed,
                    eos_id=tokenizer.token_to_id("<eos>"))
     return tokenizer.decode(ids + new)

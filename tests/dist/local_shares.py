@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from lmforge.device import resolve_device
 from lmforge.model import ModelConfig, Transformer
 from lmforge.parallel import ParallelSettings, build_layout, check_layout
 from lmforge.train.engine import Engine
@@ -19,7 +20,7 @@ def main() -> None:
     config = ModelConfig.model_validate_json(sys.argv[1])
     requested = ParallelSettings.model_validate_json(sys.argv[2])
     settings = check_layout(requested, dist.get_world_size(), config, 8)
-    layout = build_layout(settings)
+    layout = build_layout(settings, resolve_device("cpu"))
     torch.manual_seed(0)
     engine = Engine(Transformer(config), layout, 8 // settings.dp, 8 // settings.dp, bf16=False)
     local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in engine.core.parameters())

@@ -223,8 +223,8 @@ def layout_run(pretrain_config, tmp_path_factory):
             out = tmp_path_factory.mktemp(name)
             config = write(make_config(pretrain_config, out, parallel, model, **train), out / "cfg.yaml")
             process = start([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc-per-node={nproc}", "-m", "lmforge.train.launch", str(config),
-                             "--resume", "none"])
+                             f"--nproc-per-node={nproc}", "-m", "lmforge.train.launch", "pretrain",
+                             str(config), "--resume", "none"])
             output = finish(process)
             assert process.returncode == 0, output[-3000:]
             done[name] = out
@@ -348,5 +348,6 @@ def test_local_launch_binds_gloo_to_loopback_unless_told_otherwise(preset, pretr
         monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
     else:
         monkeypatch.setenv("GLOO_SOCKET_IFNAME", preset)
-    assert launcher.launch(make_config(pretrain_config, tmp_path, {"dp_shard": 2}), 2, "none") == 0
+    cfg = make_config(pretrain_config, tmp_path, {"dp_shard": 2})
+    assert launcher.launch("pretrain", cfg, 2, "none") == 0
     assert started[0]["GLOO_SOCKET_IFNAME"] == (preset or loopback_env["GLOO_SOCKET_IFNAME"])

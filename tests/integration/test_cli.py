@@ -99,7 +99,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_bad_inputs_fail_with_one_line(tmp_path):
-    assert "no.yaml: config file not found" in one_line_error(lmforge("pretrain", "no.yaml", cwd=tmp_path))
+    assert "no.yaml: no such file" in one_line_error(lmforge("pretrain", "no.yaml", cwd=tmp_path))
     assert "'train.lrr'" in one_line_error(lmforge("run", "--set", "train.lrr=1", cwd=tmp_path))
     assert "train.steps" in one_line_error(lmforge("run", "--set", "train.steps=x", cwd=tmp_path))
     assert "valid presets" in one_line_error(lmforge("model", "info", "giant", cwd=tmp_path))

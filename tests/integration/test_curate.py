@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,9 +17,10 @@ import yaml
 from processes import run_bounded
 
 from lmforge.config import ConfigError, load
-from lmforge.data import generate_corpus
+from lmforge.data import DataError
 from lmforge.data.curate import CurateConfig, curate
-from lmforge.data.shards import read_shard
+from lmforge.data.curate.shards import read_shard
+from lmforge.data.synthetic import generate_corpus, truth_scorer
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +43,7 @@ def removed_records(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def curated(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("curated") / "ds"
-    return curate(config([corpus], out, workers=2), say=lambda _: None)
+    return curate(config([corpus], out, workers=2), say=lambda _: None, scorer=truth_scorer([corpus]))
 
 
 def test_every_document_is_kept_or_removed_with_a_reason(curated, corpus):
@@ -123,11 +125,32 @@ def test_source_fields_named_like_step_metadata_do_not_confuse_the_accounting(co
 
 
 def test_scores_against_planted_truth(curated):
+    """The scorer the built-in corpus passes lands in stats.json and the report; curation itself
+    never reads the truth (pyproject's import contract keeps lmforge.data.curate off synthetic)."""
     scores = curated.scores
     assert scores["exact_dedup"]["recall"] == 1.0 and scores["exact_dedup"]["precision"] == 1.0
     assert scores["near_dedup"]["recall"] >= 0.8 and scores["near_dedup"]["precision"] >= 0.9
     assert all(r >= 0.98 for r in scores["pii"]["recall"].values()), scores["pii"]
     assert scores["language_accuracy"] >= 0.95
+    assert json.loads((curated.out / "stats.json").read_text())["scores"] == scores
+    assert "## Against the planted ground truth" in (curated.out / "report.md").read_text()
+
+
+def test_without_a_scorer_there_are_no_scores(corpus, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    with gzip.open(corpus, "rt") as handle:
+        docs.write_text("".join(line for _, line in zip(range(40), handle, strict=False)))
+    result = curate(config([docs], tmp_path / "out", workers=1), say=lambda _: None)
+    assert result.scores == {} and json.loads((result.out / "stats.json").read_text())["scores"] == {}
+    assert "planted" not in (result.out / "report.md").read_text()
+
+
+def test_missing_source_stops_before_any_work(corpus, tmp_path):
+    """A source that is not there is a mistake in the config, not a malformed record to count."""
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(DataError, match=f"^{re.escape(str(missing))}: no such file or folder"):
+        curate(config([corpus, missing], tmp_path / "out"), say=lambda _: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_kept_text_is_anonymised_and_chunked(curated):
@@ -164,10 +187,12 @@ def test_wrong_config_fails_before_any_work(tmp_path):
 
 
 def comparable(out: Path) -> tuple[list, dict]:
+    """Kept documents and stats, without timings and without scores (`lmforge curate` has no scorer)."""
     docs = [d for p in sorted((out / "shards").glob("*.jsonl.gz")) for d in read_shard(p)]
     stats = json.loads((out / "stats.json").read_text())
     for step in stats["steps"]:
         step.pop("seconds")
+    stats.pop("scores")
     return docs, stats
 
 
@@ -204,7 +229,8 @@ def test_augmented_copies_are_added_but_not_counted_as_input(corpus, tmp_path):
 def test_parquet_output_holds_the_same_documents(corpus, curated, tmp_path):
     from lmforge.data import read_documents
 
-    result = curate(config([corpus], tmp_path / "pq", workers=1, output_format="parquet"), say=lambda _: None)
+    result = curate(config([corpus], tmp_path / "pq", workers=1, output_format="parquet"), say=lambda _: None,
+                    scorer=truth_scorer([corpus]))
     assert sorted(p.suffix for p in result.shards.iterdir()) == [".parquet"] * 4
     assert result.scores == curated.scores
     expected = [d for p in sorted(curated.shards.glob("*.jsonl.gz")) for d in read_shard(p)]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data import generate_corpus
 from lmforge.data.curate import CurateConfig, curate
-from lmforge.data.shards import read_shard
+from lmforge.data.curate.shards import read_shard
+from lmforge.data.synthetic import generate_corpus, truth_scorer
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -34,11 +34,12 @@ def test_ray_executor_gives_the_local_output(tmp_path, monkeypatch):
     generate_corpus(tmp_path / "raw", seed=5, size_mb=0.4)
     sources = [tmp_path / "raw" / "documents.jsonl.gz"]
     runs = {executor: curate(CurateConfig(sources=sources, out=tmp_path / executor, shard_docs=100,
-                                          executor=executor, ray_address="local"), say=lambda _: None)
+                                          executor=executor, ray_address="local"), say=lambda _: None,
+                             scorer=truth_scorer(sources))
             for executor in ("local", "ray")}
     assert not ray.is_initialized(), "the runner stops the Ray instance it started"
     local, on_ray = runs["local"], runs["ray"]
     assert outputs(on_ray.out) == outputs(local.out)
     assert on_ray.removed["exact_duplicate"] and on_ray.removed["near_duplicate"]
     assert on_ray.n_input == on_ray.n_kept + sum(on_ray.removed.values())
-    assert on_ray.scores == local.scores
+    assert on_ray.scores == local.scores and on_ray.scores["near_dedup"]["recall"]

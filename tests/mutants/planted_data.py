@@ -18,7 +18,7 @@ PLANTED = [
     Planted(
         name="accounting-by-counts",
         claim="the run-time accounting check compares ids, not counts",
-        file="src/lmforge/data/stats.py",
+        file="src/lmforge/data/curate/stats.py",
         find="    if kept + removed == expected:",
         replace="    if kept.total() + removed.total() == expected.total():",
         tests=[SHARDS],
@@ -26,7 +26,7 @@ PLANTED = [
     Planted(
         name="kept-doc-lost-another-twice",
         claim="no kept document is lost or written twice (counts still balance)",
-        file="src/lmforge/data/curate.py",
+        file="src/lmforge/data/curate/runner.py",
         find="    kept, removed, stats = run_steps(read_shard(shard), finishing_steps(cfg.steps, decisions))\n",
         replace="    kept, removed, stats = run_steps(read_shard(shard), finishing_steps(cfg.steps, decisions))\n"
                 "    kept = kept[:-1] + kept[:1]\n",
@@ -35,7 +35,7 @@ PLANTED = [
     Planted(
         name="published-shard-lost-and-doubled",
         claim="the published shards hold each kept document once (after the run-time check)",
-        file="src/lmforge/data/curate.py",
+        file="src/lmforge/data/curate/runner.py",
         find="        shutil.copyfile(path, folder / path.name)",
         replace="        write_shard(folder / path.name, (lambda d: d[:-1] + d[:1])(list(read_shard(path))))",
         tests=[CURATE_IDS],
@@ -43,7 +43,7 @@ PLANTED = [
     Planted(
         name="source-parent-id-taken-for-chunk",
         claim="a source record's own parent_id/chunk fields do not make it a chunk",
-        file="src/lmforge/data/curate.py",
+        file="src/lmforge/data/curate/runner.py",
         find="""    if isinstance(parent, str) and doc["id"] == f"{parent}#{meta.get('chunk')}":""",
         replace="""    if isinstance(parent, str) and "chunk" in meta:""",
         tests=[CURATE_SOURCE_FIELDS],
@@ -52,7 +52,7 @@ PLANTED = [
     Planted(
         name="scoring-tp-counted-as-fp",
         claim="dedup precision counts a true copy whose original went earlier as a true positive",
-        file="src/lmforge/data/scoring.py",
+        file="src/lmforge/data/synthetic/scoring.py",
         find="_ratio(len(predicted & planted),",
         replace="_ratio(len(predicted & eligible),",
         tests=[SCORING],
@@ -60,7 +60,7 @@ PLANTED = [
     Planted(
         name="scoring-recall-off-by-one",
         claim="dedup recall divides by the eligible planted duplicates",
-        file="src/lmforge/data/scoring.py",
+        file="src/lmforge/data/synthetic/scoring.py",
         find='"recall": _ratio(len(hits), len(eligible))',
         replace='"recall": _ratio(len(hits), len(eligible) + 1)',
         tests=[SCORING],
@@ -68,7 +68,7 @@ PLANTED = [
     Planted(
         name="scoring-stray-placeholder-counted",
         claim="a placeholder with no planted value behind it lowers placeholder precision",
-        file="src/lmforge/data/scoring.py",
+        file="src/lmforge/data/synthetic/scoring.py",
         find="            matched[tag] += min(found, per_placeholder[tag])",
         replace="            matched[tag] += found",
         tests=[SCORING],
@@ -77,7 +77,7 @@ PLANTED = [
     Planted(
         name="ipv6-skips-reserved-and-link-local",
         claim="every valid IPv6 address but :: is replaced (the old behaviour skipped fe80::/10 and reserved blocks)",
-        file="src/lmforge/data/steps/pii.py",
+        file="src/lmforge/data/curate/steps/pii.py",
         find="    return not address.is_unspecified",
         replace="    return address.ipv4_mapped is not None or not (address.is_reserved or address.is_link_local)",
         tests=[PII_REAL],
@@ -85,7 +85,7 @@ PLANTED = [
     Planted(
         name="ipv6-skips-loopback",
         claim="the loopback ::1 is replaced like any address",
-        file="src/lmforge/data/steps/pii.py",
+        file="src/lmforge/data/curate/steps/pii.py",
         find="    return not address.is_unspecified",
         replace="    return not (address.is_unspecified or address.is_loopback)",
         tests=[PII],
@@ -93,7 +93,7 @@ PLANTED = [
     Planted(
         name="ipv6-slices-not-skipped",
         claim="a slice such as a[1::2] is not an address",
-        file="src/lmforge/data/steps/pii.py",
+        file="src/lmforge/data/curate/steps/pii.py",
         find='"ipv6": PiiDetector(_IPV6, _ipv6, needs=":", skip=_in_subscript),',
         replace='"ipv6": PiiDetector(_IPV6, _ipv6, needs=":"),',
         tests=[PII],
@@ -101,7 +101,7 @@ PLANTED = [
     Planted(
         name="luhn-check-removed",
         claim="only Luhn-valid digit runs become <CARD>",
-        file="src/lmforge/data/steps/pii.py",
+        file="src/lmforge/data/curate/steps/pii.py",
         find='    return luhn_valid(_NON_DIGIT.sub("", candidate))',
         replace="    return True",
         tests=[f"{PII_REAL}::test_real_digit_runs_become_cards_only_when_luhn_valid"],
@@ -109,7 +109,7 @@ PLANTED = [
     Planted(
         name="phone-eats-open-bracket",
         claim="a phone number in brackets is replaced without its bracket",
-        file="src/lmforge/data/steps/pii.py",
+        file="src/lmforge/data/curate/steps/pii.py",
         find=r'r"|(?:\(0\d{1,4}\)|0\d{1,4})(?:[ ./-]\d{2,8}){1,4}|0\d{8,11}"',
         replace=r'r"|\(?0\d{1,4}\)?(?:[ ./-]\d{2,8}){1,4}|0\d{8,11}"',
         tests=[PII_REAL],
@@ -118,7 +118,7 @@ PLANTED = [
     Planted(
         name="verify-threshold-0.5",
         claim="candidate pairs are verified at estimated Jaccard 0.7",
-        file="src/lmforge/data/dedup.py",
+        file="src/lmforge/data/curate/dedup/decide.py",
         find="VERIFY_THRESHOLD = 0.7",
         replace="VERIFY_THRESHOLD = 0.5",
         tests=[NEAR],
@@ -126,7 +126,7 @@ PLANTED = [
     Planted(
         name="bands-rows-swapped",
         claim="LSH uses 14 bands of 8 rows (50% at s = 0.685)",
-        file="src/lmforge/data/dedup_stage.py",
+        file="src/lmforge/data/curate/dedup/stage.py",
         find="MinHasher(bands=settings.bands, rows=settings.rows,",
         replace="MinHasher(bands=settings.rows, rows=settings.bands,",
         tests=[NEAR],
@@ -134,7 +134,7 @@ PLANTED = [
     Planted(
         name="shingle-size-4",
         claim="shingles are 5 words (FineWeb)",
-        file="src/lmforge/data/steps/dedup.py",
+        file="src/lmforge/data/curate/dedup/step.py",
         find="    ngram: int = Field(5, ge=1)",
         replace="    ngram: int = Field(4, ge=1)",
         tests=[NEAR],
@@ -143,7 +143,7 @@ PLANTED = [
     Planted(
         name="ray-init-ignores-address",
         claim="ray_address is passed to ray.init (a bare ray.init() joins the cluster RAY_ADDRESS names)",
-        file="src/lmforge/data/ray_runner.py",
+        file="src/lmforge/data/curate/ray_executor.py",
         find="    ray.init(address=address)",
         replace="    ray.init()",
         tests=[RAY],

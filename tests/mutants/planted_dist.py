@@ -56,8 +56,8 @@ PLANTED = [
         name="dist-targets-counted-per-tp-rank",
         claim="the loss normaliser counts every target of the global batch once, whatever the layout",
         file=ENGINE,
-        find="        buffer = torch.tensor([local if first_tp0 else 0.0], dtype=torch.float64)",
-        replace="        buffer = torch.tensor([local if self.layout.first_stage else 0.0], dtype=torch.float64)",
+        find="[float(local) if first_tp0 else 0.0]",
+        replace="[float(local) if self.layout.first_stage else 0.0]",
         tests=[LAYOUT.format("tp-masked-lm")],
     ),
     Planted(
@@ -80,8 +80,8 @@ PLANTED = [
         name="dist-workers-outlive-launcher",
         claim="a kill -9 of `lmforge pretrain --nproc` takes its torchrun workers with it",
         file=LAUNCH,
-        find='    exit_with_parent()\n    dist.init_process_group("gloo")',
-        replace='    dist.init_process_group("gloo")',
+        find="    exit_with_parent()\n",
+        replace="",
         tests=[HARD_KILL],
     ),
     Planted(

@@ -16,8 +16,8 @@ PLANTED = [
         name="accum-loss-divided-by-k",
         claim="accumulated gradients equal the whole-batch mean cross-entropy's",
         file="src/lmforge/train/engine.py",
-        find="            (loss * self.scale).backward()",
-        replace="            (loss * self.scale / len(starts)).backward()",
+        find="            total = loss * self.scale\n",
+        replace="            total = loss * self.scale / len(starts)\n",
         tests=[ACCUMULATION],
     ),
     Planted(
@@ -82,11 +82,11 @@ PLANTED = [
         tests=[NER_OVERFIT],
     ),
     Planted(
-        name="finetune-optimizer-step-skipped",
+        name="finetune-loss-does-not-reach-the-weights",
         claim="fine-tuning updates the weights",
-        file="src/lmforge/train/finetune.py",
-        find="        optimizer.step()\n",
-        replace="        pass\n",
+        file="src/lmforge/train/task_objective.py",
+        find="        return self.mean_loss(module, rows) * count, None\n",
+        replace="        return self.mean_loss(module, rows) * count * 0.0, None\n",
         tests=[CLASSIFY_OVERFIT],
     ),
     Planted(

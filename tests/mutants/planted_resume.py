@@ -26,17 +26,17 @@ PLANTED = [
     Planted(
         name="plateau-not-saved",
         claim="the plateau state (scale, best, bad evaluations) is in the checkpoint",
-        file="src/lmforge/train/loop.py",
-        find="            state.plateau = plateau.state_dict()\n",
+        file="src/lmforge/train/trainer.py",
+        find="        state.plateau = plateau.state_dict()\n",
         replace="",
         tests=[f"{RESUMED}[causal-accumulating-plateau]"],
     ),
     Planted(
         name="memory-not-restored",
         claim="the recurrence memory of the whole batch is in the checkpoint",
-        file="src/lmforge/train/loop.py",
-        find="    return state, mems or None\n",
-        replace="    return state, None\n",
+        file="src/lmforge/train/trainer.py",
+        find="        return state, carry or None\n",
+        replace="        return state, None\n",
         tests=[f"{RESUMED}[causal]"],
     ),
     Planted(

@@ -39,12 +39,30 @@ def test_unknown_preset_lists_valid_presets():
 
 
 def test_missing_and_malformed_files_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+    with pytest.raises(ConfigError, match="nope.yaml: no such file .expected a YAML config file."):
         load(RunConfig, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=f"{tmp_path}: is a folder"):
+        load(RunConfig, tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntrain: [1,\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
         load(RunConfig, bad)
+
+
+def test_set_value_that_is_not_yaml_is_named():
+    with pytest.raises(ConfigError, match=r"--set 'corpus.sources=\[a': the value is not valid YAML"):
+        parse_overrides(["corpus.sources=[a"])
+
+
+def test_typed_values_arrive_as_given_and_win(tmp_path):
+    """Options reach a config as values, never as YAML text: quotes, spaces, `#` and `: ` survive."""
+    odd = tmp_path / "it's a #1: path"
+    config = tmp_path / "run.yaml"
+    config.write_text("name: from-file\nroot: from-file\n")
+    cfg = load(RunConfig, config, ["root=from-set", "name=from-set", "corpus.seed=3"],
+               {"root": odd, "corpus": {"sources": [odd]}})
+    assert cfg.root == odd and cfg.corpus.sources == [odd]
+    assert cfg.name == "from-set" and cfg.corpus.seed == 3  # values merge, section by section
 
 
 def test_micro_batch_must_divide_batch():

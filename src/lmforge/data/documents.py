@@ -1,10 +1,10 @@
 """Documents in and out: the one record type every data step and the tokenizer stage share.
 
 A document is a plain dict `{"id": str, "text": str, "source": str, "metadata": dict}`.
-`read_documents` reads every format of `readers.py` strictly: bad input stops with a `DataError`
-naming the file, the line and what was expected, so a user can fix the record instead of
-training on a silently shrunk corpus. Curation, which must count bad records and go on, uses
-`readers.iter_sources` instead.
+`read_documents` reads every format of `lmforge.data.sources` strictly: bad input stops with a
+`DataError` naming the file, the line and what was expected, so a user can fix the record
+instead of training on a silently shrunk corpus. Curation, which must count bad records and go
+on, uses `sources.iter_sources` instead.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.artifacts import atomic_write_bytes
-from lmforge.data.readers import Malformed, iter_sources
+from lmforge.data.sources import Malformed, iter_sources
+from lmforge.errors import LmforgeError
 
 
-class DataError(ValueError):
+class DataError(LmforgeError):
     """Input that cannot be read as documents; the message names file, line and expectation."""
 
 

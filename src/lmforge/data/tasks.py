@@ -16,11 +16,13 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, TypeVar, overload
 
 from lmforge.data.documents import DataError
+from lmforge.errors import READ_ERRORS, unreadable
 
 T = TypeVar("T")
 Column = str | int
@@ -69,13 +71,14 @@ def read_text_labels(path: str | Path, text_column: Column = "text", label_colum
     else:
         raise DataError(f"{path.name}: unknown labelled-data format (expected .tsv, .csv or .jsonl)")
     examples, bad = [], []
-    for line, row in rows:
-        if isinstance(row, str):
-            bad.append((line, row))
-        elif not row[0].strip() or not row[1].strip():
-            bad.append((line, "empty text or label"))
-        else:
-            examples.append(TextExample(row[0].strip(), row[1].strip()))
+    with _reading(path, f"a {kind.upper()} file of texts and labels"):
+        for line, row in rows:
+            if isinstance(row, str):
+                bad.append((line, row))
+            elif not row[0].strip() or not row[1].strip():
+                bad.append((line, "empty text or label"))
+            else:
+                examples.append(TextExample(row[0].strip(), row[1].strip()))
     return _finish(path, examples, bad, skip_malformed)
 
 
@@ -95,7 +98,7 @@ def read_conll(path: str | Path,
     path = Path(path)
     examples, bad = [], []
     tokens, tags, broken = [], [], False
-    with _open(path) as f:
+    with _reading(path, "a CoNLL file of tokens and tags"), _open(path) as f:
         for number, line in enumerate(itertools.chain(f, [""]), 1):  # "" closes the last sentence
             if not line.strip():
                 if tokens and not broken:
@@ -140,6 +143,18 @@ def encode(labels: Sequence[str], label_set: Sequence[str]) -> list[int]:
     return [ids[label] for label in labels]
 
 
+@contextmanager
+def _reading(path: Path, expected: str) -> Iterator[None]:
+    """Turn a file that cannot be read (missing, a folder, not UTF-8, a broken gzip or CSV
+    stream) into a `DataError` naming it: readers open files lazily, inside their loops."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        raise DataError(unreadable(path, err, expected)) from None
+    except csv.Error as err:
+        raise DataError(f"{path}: {err} (expected {expected})") from None
+
+
 def _open(path: Path) -> IO[str]:
     """Text stream with newlines untranslated, as the csv module needs for quoted multi-line fields."""
     if path.suffix == ".gz":
@@ -162,6 +177,9 @@ def _delimited_rows(path: Path, kind: str, text_column: Column, label_column: Co
             width, text_at, label_at = None, text_column, label_column
         else:
             header = next(reader, [])
+            if not header:
+                raise DataError(f"{path.name}: no header row (expected a first line naming the columns "
+                                f"{text_column!r} and {label_column!r})")
             width = len(header)
             text_at = _column_index(path, header, text_column)
             label_at = _column_index(path, header, label_column)

@@ -19,22 +19,20 @@ from safetensors.torch import load_model as load_safetensors
 from safetensors.torch import save_model as save_safetensors
 from torch import nn
 
-from lmforge.artifacts import ArtifactError, atomic_dir, atomic_write_json, atomic_write_text, write_manifest
+from lmforge.artifacts import (
+    ArtifactError,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    tokenizer_file,
+    write_manifest,
+)
 from lmforge.model.config import ModelConfig
 from lmforge.model.heads import build_heads
 from lmforge.model.xl import Transformer
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "heads.json")
 HEAD_WEIGHTS = "heads.safetensors"
-
-
-def tokenizer_file(path: str | Path) -> Path:
-    """Accept a tokenizer folder, a model folder or the tokenizer.json itself."""
-    path = Path(path)
-    found = path / "tokenizer.json" if path.is_dir() else path
-    if not found.is_file():
-        raise ArtifactError(f"{path}: no tokenizer.json found (expected a tokenizer or model folder)")
-    return found
 
 
 def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig, tokenizer: str | Path,
@@ -90,7 +88,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transfor
 
 
 def read_heads(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "heads.json").read_text())["heads"]
+    """heads.json's entries by head name: task, settings, label names, how the head was trained."""
+    file = Path(path) / "heads.json"
+    try:
+        heads = json.loads(file.read_text())["heads"]
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: not a model folder (heads.json is missing)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{file}: expected {{\"heads\": {{name: {{\"task\": ...}}}}}} ({err})") from None
+    if not isinstance(heads, dict) or not all(isinstance(e, dict) and "task" in e for e in heads.values()):
+        raise ArtifactError(f"{file}: every head needs a \"task\" entry")
+    return heads
 
 
 def load_heads(path: str | Path, device: str | torch.device = "cpu") -> nn.ModuleDict:

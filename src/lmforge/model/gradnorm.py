@@ -1,14 +1,14 @@
 """Task-loss weights for multi-task training: GradNorm (Chen et al. 2018) or fixed weights.
 
-Both give `weighted_loss(losses)` for the model's backward, `update(losses, shared)` once per
-step (a no-op for fixed weights), `weights` for logging and a state dict for checkpoints, so a
-training loop treats them alike. Call `update` before the model's backward: it reads the graph
-of the task losses, which it keeps alive for that backward.
+Both give `weighted_loss(losses)` for the model's backward, `measure(losses, shared)` before
+that backward (it reads the task losses' graph) and `step(values, norms)` after it (no-ops for
+fixed weights), `weights` for logging and a state dict for checkpoints, so a training loop
+treats them alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,20 +45,34 @@ class GradNorm:
         """
         return _weighted_sum(self._w.detach().clone(), losses)
 
-    def update(self, losses: Sequence[Tensor], shared: Tensor) -> float:
-        """One step on the weights from the task losses' gradients at `shared`; returns the GradNorm loss.
+    def measure(self, losses: Sequence[Tensor], shared: Tensor,
+                reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The task losses and their plain gradient norms at `shared`: GradNorm's inputs for one step.
 
+        `reduce` adds a rank's share over the data-parallel ranks (each holds the loss and
+        gradient of its own rows), so values and norms are the whole batch's, as in one process.
+
+        Call before the model's backward (it reads the losses' graph and keeps it alive).
         ||∇_W w_i L_i|| = w_i ||∇_W L_i|| for w_i > 0, so the norms of the plain task gradients
-        are taken without a graph and the weights enter afterwards: the same GradNorm gradient
-        as differentiating through ∇_W, without a second-order backward through the network.
+        are taken without a graph and the weights enter in `step`: the same GradNorm gradient as
+        differentiating through ∇_W, without a second-order backward through the network.
         """
         if len(losses) != self.n_tasks:
             raise ValueError(f"expected {self.n_tasks} task losses, got {len(losses)}")
-        values = torch.stack([loss.detach().float().cpu() for loss in losses])
+        reduce = reduce or (lambda share: share)
+        values = torch.stack([reduce(loss.detach().clone()).float().cpu() for loss in losses])
+        grads = [reduce(torch.autograd.grad(loss, shared, retain_graph=True)[0]) for loss in losses]
+        norms = torch.stack([grad.norm().float().cpu() for grad in grads])
+        return values, norms
+
+    def step(self, values: Tensor, norms: Tensor) -> float:
+        """One Adam step on the weights from measured losses and norms; returns the GradNorm loss.
+
+        As in Chen et al.'s Algorithm 1, the network's step uses w(t) and this step makes
+        w(t+1), renormalised to sum to the number of tasks.
+        """
         if self._initial_losses.isnan().any():
             self._initial_losses = values.clone()
-        norms = torch.stack([torch.autograd.grad(loss, shared, retain_graph=True)[0].norm().float().cpu()
-                             for loss in losses])
         grad_norms = self._w * norms
         ratios = values / self._initial_losses
         target = (grad_norms.mean() * (ratios / ratios.mean()) ** self.alpha).detach()
@@ -95,8 +109,14 @@ class FixedWeights:
     def weighted_loss(self, losses: Sequence[Tensor]) -> Tensor:
         return _weighted_sum(self._w, losses)
 
-    def update(self, losses: Sequence[Tensor], shared: Tensor) -> float:
-        """Nothing to learn; present so a training loop handles both modes alike."""
+    def measure(self, losses: Sequence[Tensor], shared: Tensor,
+                reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The task losses (added over ranks by `reduce`), and no gradient norms: none are needed."""
+        reduce = reduce or (lambda share: share)
+        return torch.stack([reduce(loss.detach().clone()).float().cpu() for loss in losses]), torch.zeros(0)
+
+    def step(self, values: Tensor, norms: Tensor) -> float:
+        """Nothing to learn."""
         return 0.0
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The backbone's final hidden states [B, T, D] feed every head. The causal and masked LM need no
 head of their own: they reuse the backbone's LM logits (tied to the token embedding). Each head
-below is a small module with a `loss`; `MultiTaskModel.forward_task` runs backbone + head.
+below is a small module with a `loss`; `MultiTaskModel.forward` runs backbone + head.
 
 `heads_spec` writes what a model folder's heads.json holds (task, sizes, label names), and
 `build_heads` rebuilds the same modules from it, so compression, export and serving know what a
@@ -146,7 +146,7 @@ class MultiTaskModel(nn.Module):
         self.heads = heads
         self.causal = causal
 
-    def forward_task(self, task: str, idx: Tensor, padding_mask: Tensor | None = None, *,
+    def forward(self, task: str, idx: Tensor, padding_mask: Tensor | None = None, *,
                      labels: Tensor | None = None, positive: Tensor | None = None,
                      positive_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
         """(loss, outputs) for `task`: "causal_lm", "masked_lm" or the name of a head.
@@ -203,7 +203,7 @@ def build_heads(spec: dict[str, dict[str, Any]], d_model: int) -> nn.ModuleDict:
             continue
         if task not in HEAD_TYPES:
             raise ValueError(f"head {name!r}: unknown task {task!r}; known: {', '.join(HEAD_TYPES)}")
-        settings = {key: value for key, value in entry.items() if key not in ("task", "labels")}
+        settings = {key: value for key, value in entry.items() if key not in ("task", "labels", "usage")}
         heads[name] = HEAD_TYPES[task](d_model, **settings)
     return heads
 

@@ -7,8 +7,9 @@ Size-1 dimensions are kept so every coordinate is always defined.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
@@ -25,10 +26,12 @@ class Layout:
     mesh: DeviceMesh | None
     rank: int = 0
     world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """Where this rank's share of the model and its batches live."""
 
     @classmethod
-    def single(cls) -> Layout:
-        return cls(ParallelSettings(dp_shard=1), None)
+    def single(cls, device: torch.device | None = None) -> Layout:
+        return cls(ParallelSettings(dp_shard=1), None, device=device or torch.device("cpu"))
 
     @property
     def distributed(self) -> bool:
@@ -74,9 +77,9 @@ class Layout:
         return self.last_stage and self.tp_rank == 0
 
 
-def build_layout(settings: ParallelSettings) -> Layout:
-    """The mesh over the already-initialised default process group (gloo on CPU)."""
+def build_layout(settings: ParallelSettings, device: torch.device) -> Layout:
+    """The mesh over the already-initialised default process group, on `device`'s type."""
     world, rank = dist.get_world_size(), dist.get_rank()
     shape = (settings.pp, settings.dp_replicate, settings.dp_shard, settings.tp)
-    mesh = init_device_mesh("cpu", shape, mesh_dim_names=DIMS)
-    return Layout(settings, mesh, rank, world)
+    mesh = init_device_mesh(device.type, shape, mesh_dim_names=DIMS)
+    return Layout(settings, mesh, rank, world, device)

@@ -94,7 +94,7 @@ def build_schedule(stage: StageModule, module: nn.Module, layout: Layout, local_
     out_dtype = torch.bfloat16 if bf16 else torch.float32
     outputs = torch.empty(micro, c.seq_len, c.vocab_size, dtype=out_dtype, device="meta") if stage.last \
         else hidden
-    pipe_stage = PipelineStage(module, layout.pp_rank, s.pp, torch.device("cpu"), input_args=inputs,
+    pipe_stage = PipelineStage(module, layout.pp_rank, s.pp, layout.device, input_args=inputs,
                                output_args=outputs, group=layout.mesh["pp"].get_group())
     return SCHEDULES[s.pp_schedule](pipe_stage, n_microbatches=s.n_microbatches, loss_fn=loss_fn,
                                     scale_grads=False)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmforge.tokenizer.config import PackConfig, TokenizerTrainConfig
+from lmforge.tokenizer.config import PackConfig, PackSettings, TokenizerSettings, TokenizerTrainConfig
 from lmforge.tokenizer.pack import pack_documents
 from lmforge.tokenizer.stage import run_pack, run_train
-from lmforge.tokenizer.train import SPECIAL_TOKENS, load_tokenizer, special_ids, train_tokenizer
+from lmforge.tokenizer.train import SPECIAL_TOKENS, special_ids, train_tokenizer
 
 __all__ = [
     "SPECIAL_TOKENS",
     "PackConfig",
+    "PackSettings",
     "SegmentBatches",
     "TokenStream",
+    "TokenizerSettings",
     "TokenizerTrainConfig",
-    "load_tokenizer",
     "pack_documents",
     "run_pack",
     "run_train",

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lmforge.artifacts import ArtifactError
 from lmforge.data.documents import DataError
+from lmforge.errors import READ_ERRORS, unreadable
+
+INDEX_KEYS = ("dtype", "eos_id", "splits")
 
 
 class TokenStream:
@@ -21,19 +25,21 @@ class TokenStream:
 
     def __init__(self, tokens_dir: str | Path, split: str) -> None:
         self.tokens_dir, self.split = Path(tokens_dir), split
-        index_file = self.tokens_dir / "index.json"
-        if not index_file.is_file():
-            raise ArtifactError(f"{self.tokens_dir}: no index.json (expected a folder made by "
-                                "`lmforge tokenizer pack`)")
-        index = json.loads(index_file.read_text(encoding="utf-8"))
+        index = read_index(self.tokens_dir)
         if split not in index["splits"]:
             raise ArtifactError(f"{self.tokens_dir}: no split {split!r} (have {', '.join(index['splits'])})")
         self.dtype = np.dtype(index["dtype"]).newbyteorder("<")
         self.eos_id: int = index["eos_id"]
-        self.shards = [np.memmap(self.tokens_dir / name, dtype=self.dtype, mode="r")
-                       for name in index["splits"][split]["shards"]]
+        self.shards = [self._open_shard(name) for name in index["splits"][split]["shards"]]
         self.offsets = np.cumsum([0] + [len(shard) for shard in self.shards])
         """offsets[k] is the position of shard k's first token in the whole split."""
+
+    def _open_shard(self, name: str) -> np.memmap:
+        try:
+            return np.memmap(self.tokens_dir / name, dtype=self.dtype, mode="r")
+        except (*READ_ERRORS, ValueError) as err:  # ValueError: numpy cannot map an empty file
+            raise ArtifactError(unreadable(self.tokens_dir / name, err, "a token shard listed in "
+                                                                       "index.json")) from None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -50,6 +56,25 @@ class TokenStream:
             parts.append(self.shards[shard][start - base:end - base])
             start, shard = end, shard + 1
         return np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
+
+
+def read_index(tokens_dir: Path) -> dict[str, Any]:
+    """The index.json of a token folder, checked for the keys a reader needs."""
+    index_file = tokens_dir / "index.json"
+    if not index_file.is_file():
+        raise ArtifactError(f"{tokens_dir}: no index.json (expected a folder made by "
+                            "`lmforge tokenizer pack`)")
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except READ_ERRORS as err:
+        raise ArtifactError(unreadable(index_file, err, "a token index")) from None
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{index_file}:{err.lineno}: not valid JSON ({err.msg})") from None
+    missing = [key for key in INDEX_KEYS if not isinstance(index, dict) or key not in index]
+    if missing:
+        raise ArtifactError(f"{index_file}: missing {', '.join(missing)} (expected the index written by "
+                            "`lmforge tokenizer pack`)")
+    return index
 
 
 class SegmentBatches:

@@ -8,9 +8,10 @@ so what the curation stage wrote is what the model sees.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from lmforge.artifacts import ArtifactError
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<cls>", "<sep>"]
 """Their ids are 0..6 in this order; the model and the packer rely on it."""
@@ -43,15 +44,6 @@ def special_ids(tokenizer: Tokenizer) -> dict[str, int]:
     """Ids of the special tokens by bare name ("pad", "eos", ...); checks they are 0..6."""
     ids = {token.strip("<>"): tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
     if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):
-        raise ValueError(f"tokenizer special tokens {ids} are not {SPECIAL_TOKENS} at ids 0..6; "
-                         "was it trained by lmforge?")
+        raise ArtifactError(f"tokenizer special tokens {ids} are not {SPECIAL_TOKENS} at ids 0..6; "
+                            "was it trained by lmforge?")
     return ids
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a tokenizer folder (holding tokenizer.json) or the tokenizer.json file itself."""
-    path = Path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no tokenizer.json found (expected a tokenizer folder or file)")
-    return Tokenizer.from_file(str(file))

@@ -1,12 +1,14 @@
-"""Training: the pretraining loop, its schedule, checkpoints and evaluation."""
+"""Training: the one trainer and its configurations (pretraining, fine-tuning, multi-task)."""
 
 from lmforge.train.checkpoint import CheckpointError
-from lmforge.train.config import DataSettings, PretrainConfig, TrainSettings
-from lmforge.train.loop import PretrainResult, TrainingDiverged, pretrain
+from lmforge.train.config import DataSettings, OptimSettings, PretrainConfig, TrainSettings
+from lmforge.train.pretrain import PretrainResult, pretrain
+from lmforge.train.trainer import TrainingDiverged
 
 __all__ = [
     "CheckpointError",
     "DataSettings",
+    "OptimSettings",
     "PretrainConfig",
     "PretrainResult",
     "TrainSettings",

@@ -23,7 +23,7 @@ import base64
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lmforge.artifacts import atomic_write_json
+from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
     from lmforge.parallel import Layout
@@ -48,11 +49,17 @@ if TYPE_CHECKING:
 
 STATE = "state.json"
 FULL = StateDictOptions(full_state_dict=True)
-TIED = {"lm_head.weight": "tok_emb.weight"}
-"""The LM head shares the embedding matrix: a checkpoint may hold either name."""
+HEAD, EMBEDDING = "lm_head.weight", "tok_emb.weight"
+"""The LM head shares the embedding matrix: a checkpoint stores it once, under the embedding's name
+(`backbone.` in front when the model carries task heads)."""
 
 
-class CheckpointError(ValueError):
+def tied_name(name: str) -> str | None:
+    """The embedding's name for an LM head weight `name` (any prefix), else None."""
+    return name[: -len(HEAD)] + EMBEDDING if name.endswith(HEAD) else None
+
+
+class CheckpointError(LmforgeError):
     """A checkpoint that cannot be resumed from (missing, corrupt, other architecture)."""
 
 
@@ -64,6 +71,10 @@ class TrainerState:
     plateau: dict[str, Any]
     model_config: dict[str, Any]
     best_val_loss: float | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    """The step callbacks' state (e.g. GradNorm's task weights), JSON with tensors as lists."""
+    stopped: bool = False
+    """The run ended early (early stopping): a resume has nothing left to train."""
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -86,8 +97,8 @@ def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: 
     _barrier(layout)
     if layout.writes_stage:
         suffix = "" if layout.settings.pp == 1 else f"-stage{layout.pp_rank}-of-{layout.settings.pp}"
-        if "lm_head.weight" in weights and "tok_emb.weight" in weights:
-            del weights["lm_head.weight"]  # tied: stored once
+        for name in [n for n in weights if tied_name(n) in weights]:
+            del weights[name]  # tied: stored once
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / f"model{suffix}.safetensors"))
         tensors = {f"opt.{name}.{slot}": torch.as_tensor(value).contiguous()
                    for name, slots in optim["state"].items() for slot, value in slots.items()}
@@ -101,6 +112,8 @@ def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: 
             "data_position": state.step,
             "plateau": state.plateau,
             "best_val_loss": state.best_val_loss,
+            "callbacks": state.callbacks,
+            "stopped": state.stopped,
             "model_config": state.model_config,
             "optimizer": {"param_groups": groups},
             "rng": rng[0],
@@ -158,9 +171,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("model*.safetensors")):
         weights.update(load_file(str(file)))
-    for alias, name in TIED.items():
-        if alias not in weights and name in weights:
-            weights[alias] = weights[name]
+    for alias in [n[: -len(EMBEDDING)] + HEAD for n in weights if n.endswith(EMBEDDING)]:
+        weights.setdefault(alias, weights[tied_name(alias)])
     return weights
 
 
@@ -181,7 +193,8 @@ def load_checkpoint(path: Path, engine: Engine, optimizer: torch.optim.Optimizer
     _restore_optimizer(engine, optimizer, tensors, meta["optimizer"])
     _restore_rng_streams(engine.layout, meta)
     state = TrainerState(step=meta["step"], plateau=meta["plateau"], model_config=meta["model_config"],
-                         best_val_loss=meta.get("best_val_loss"))
+                         best_val_loss=meta.get("best_val_loss"), callbacks=meta.get("callbacks", {}),
+                         stopped=meta.get("stopped", False))
     return state, _split_memory(engine, tensors, path)
 
 
@@ -198,7 +211,7 @@ def _restore_optimizer(engine: Engine, optimizer: torch.optim.Optimizer, tensors
     current = get_optimizer_state_dict(engine.core, optimizer, options=FULL)
     state = {}
     for name, slots in current["state"].items():
-        stored = TIED.get(name, name) if f"opt.{name}.step" not in tensors else name
+        stored = tied_name(name) or name if f"opt.{name}.step" not in tensors else name
         state[name] = {slot: tensors[f"opt.{stored}.{slot}"] for slot in slots}
     groups = [{**group, **saved} for group, saved in zip(current["param_groups"], scalars["param_groups"],
                                                          strict=True)]
@@ -261,18 +274,53 @@ def _barrier(layout: Layout) -> None:
         dist.barrier()
 
 
+def encode_state(value: Any) -> Any:
+    """A callback's state dict as JSON: tensors become {"tensor": values, "dtype": name}."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": value.detach().cpu().tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, dict):
+        return {str(k): encode_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_state(v) for v in value]
+    return value
+
+
+def decode_state(value: Any) -> Any:
+    """Inverse of `encode_state` (integer keys, as optimizer state dicts use, come back as int)."""
+    if isinstance(value, dict):
+        if set(value) == {"tensor", "dtype"}:
+            return torch.tensor(value["tensor"], dtype=getattr(torch, value["dtype"]))
+        return {int(k) if k.isdigit() else k: decode_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_state(v) for v in value]
+    return value
+
+
 def _rng_state() -> dict[str, Any]:
+    """Every RNG a step draws from: torch (CPU, and this process's GPU: dropout there), Python, NumPy."""
     np_state = np.random.get_state()
-    return {
-        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    state = {
+        "torch": _encode(torch.get_rng_state()),
         "python": repr(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = _encode(torch.cuda.get_rng_state())
+    return state
+
+
+def _encode(rng: torch.Tensor) -> str:
+    return base64.b64encode(rng.numpy().tobytes()).decode()
+
+
+def _decode(text: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
 
 
 def _restore_rng(state: dict[str, Any]) -> None:
-    torch_state = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
-    torch.set_rng_state(torch.from_numpy(torch_state))
+    torch.set_rng_state(_decode(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_decode(state["cuda"]))
     random.setstate(ast.literal_eval(state["python"]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))

@@ -1,28 +1,32 @@
 """How one rank runs a training step under any parallel layout (single process included).
 
 `Engine` owns the model as this rank holds it: whole, or one pipeline stage; tensor-parallel
-shards; wrapped for data parallel. It turns a batch slice into gradients whose sum over ranks
-equals the single-process gradient of the global batch:
+shards; wrapped for data parallel; on the run's device. It turns this rank's rows of a batch
+into gradients whose sum over ranks equals the single-process gradient of the global batch,
+whatever the objective (language modelling, a task head, several task heads):
 
 - every rank divides its summed loss by the global target count (all-reduced, so masked-LM
   batches with uneven target counts weigh every token equally) times the dp degree, because
   DDP and FSDP average gradients over data-parallel ranks;
 - gradient accumulation syncs gradients once, on the last micro-batch;
+- a regulariser (a loss term computed from the weights, not the data) joins the last
+  micro-batch's backward once per rank: data parallelism averages it back to one copy;
+- a teacher's outputs for the same micro-batch reach the objective's loss (distillation);
 - pipeline schedules get a loss function that already carries that scale (`scale_grads=False`),
   so nothing rescales on top of it (torchtitan#1733).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Replicate
 
-from lmforge.model import Transformer
 from lmforge.parallel import (
     Layout,
     StageModule,
@@ -34,36 +38,67 @@ from lmforge.parallel import (
     sync_tied_gradients,
     tied_group,
 )
-from lmforge.tokenizer import SegmentBatches
-from lmforge.train.objectives import Objective, count_targets, summed_loss
+from lmforge.train.objectives import summed_loss
 
+Batch = tuple[Tensor, ...]
+"""This rank's rows of one step: tensors whose first dimension is the row."""
 Mems = list[list[Tensor]]  # per micro-batch, per layer this rank holds
-EVAL_DRAW_OFFSET = 10**9  # masks drawn for evaluation never coincide with training draws
+Regulariser = Callable[[nn.Module], Tensor]
+"""A loss term computed from the unwrapped model's weights (L2 pull, EWC, L1 sparsity)."""
+
+
+class TrainObjective(Protocol):
+    """What a training run optimises: its batches, its normaliser and its summed loss.
+
+    `loss` returns the loss *summed* over the targets of `rows` (so that dividing by the global
+    target count weighs every target equally, however the batch is cut) and the state carried
+    to the same rows of the next step (the recurrence memory; None for independent examples).
+    `teacher` is the frozen teacher's output for the same rows, when the run has one.
+    """
+
+    causal: bool
+
+    def batch(self, step: int) -> Batch: ...
+
+    def count(self, batch: Batch) -> int: ...
+
+    def loss(self, module: nn.Module, rows: Batch, carry: Any, teacher: Any = None) -> tuple[Tensor, Any]: ...
+
+
+class Teacher(Protocol):
+    """A frozen model whose outputs for a micro-batch reach the objective's loss."""
+
+    def __call__(self, rows: Batch) -> Any: ...
 
 
 class Engine:
     """`model` (built whole and identically seeded on every rank) as this rank holds and trains it."""
 
-    def __init__(self, model: Transformer, layout: Layout, local_batch: int, micro_batch: int, bf16: bool):
-        self.layout, self.config, self.bf16 = layout, model.config, bf16
+    def __init__(self, model: nn.Module, layout: Layout, local_batch: int, micro_batch: int, bf16: bool):
+        self.layout, self.bf16 = layout, bf16
+        self.config = getattr(model, "config", None)
         s = layout.settings
+        model.to(layout.device)
         self.stage: StageModule | None = build_stage(model, layout) if s.pp > 1 else None
         core = self.stage if self.stage is not None else model
-        blocks = list(core.blocks.values() if self.stage is not None else core.blocks)
-        if s.tp > 1:
-            apply_tensor_parallel(blocks, layout.mesh["tp"], core.tok_emb, core.lm_head)
         self.core = core
         """The unwrapped module: what parameter names and checkpoints refer to."""
-        self.module = apply_data_parallel(core, blocks, layout.mesh, s) if s.dp > 1 else core
+        self.module = core
+        if layout.distributed:  # parallelism reads lmforge's block structure; one process runs any module
+            backbone = core if self.stage is not None else getattr(core, "backbone", core)
+            blocks = list(backbone.blocks.values() if self.stage is not None else backbone.blocks)
+            if s.tp > 1:
+                apply_tensor_parallel(blocks, layout.mesh["tp"], backbone.tok_emb, backbone.lm_head)
+            if s.dp > 1:
+                self.module = apply_data_parallel(core, blocks, layout.mesh, s)
         self.local_batch = local_batch
         self.micro_batch = local_batch // s.n_microbatches if s.pp > 1 else micro_batch
         self.scale = 1.0
         self.schedule = self.eval_schedule = self.tied = None
         if self.stage is not None:  # schedules set up their buffers for training or evaluation once
-            self.schedule = build_schedule(self.stage, self.module, layout, local_batch, bf16,
-                                           self._pipe_loss)
-            self.eval_schedule = build_schedule(self.stage, self.module, layout, local_batch, bf16,
-                                                self._pipe_loss)
+            self.schedule, self.eval_schedule = (
+                build_schedule(self.stage, self.module, layout, local_batch, bf16, self._pipe_loss)
+                for _ in range(2))
             self.tied = tied_group(layout)
 
     @property
@@ -75,54 +110,74 @@ class Engine:
     def _pipe_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return summed_loss(logits, labels) * self.scale
 
-    def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+    def autocast(self):
+        """bf16 autocast on the run's device type, or nothing."""
+        return torch.autocast(self.layout.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def to_device(self, batch: Batch) -> Batch:
+        """Move a host batch to the run's device (pinned first, so the copy overlaps on CUDA)."""
+        if self.layout.device.type == "cpu":
+            return batch
+        return tuple(t.pin_memory().to(self.layout.device, non_blocking=True) for t in batch)
 
     def global_sum(self, values: list[float]) -> list[float]:
         """Sum over ranks where each dp slice counts once (its last stage's tp rank 0 reports)."""
         if not self.layout.distributed:
             return values
         mine = values if self.layout.reports else [0.0] * len(values)
-        buffer = torch.tensor(mine, dtype=torch.float64)
+        buffer = torch.tensor(mine, dtype=torch.float64, device=self.layout.device)
         dist.all_reduce(buffer)
         return buffer.tolist()
 
-    def count_targets(self, labels: Tensor) -> int:
-        """Targets in the global batch (every dp slice counted once)."""
-        local = float(count_targets(labels))
+    def count_targets(self, local: int) -> int:
+        """Targets in the global batch, from this rank's count (every dp slice counted once)."""
         if not self.layout.distributed:
-            return int(local)
+            return local
         first_tp0 = self.layout.first_stage and self.layout.tp_rank == 0
-        buffer = torch.tensor([local if first_tp0 else 0.0], dtype=torch.float64)
+        buffer = torch.tensor([float(local) if first_tp0 else 0.0], dtype=torch.float64,
+                              device=self.layout.device)
         dist.all_reduce(buffer)
         return int(buffer.item())
 
-    def forward_backward(self, inputs: Tensor, labels: Tensor, mems: Mems | None,
-                         causal: bool) -> tuple[float, Mems]:
-        """Gradients of one optimizer step on this rank's rows; returns the global mean loss and new mems."""
-        targets = max(self.count_targets(labels), 1)
+    def forward_backward(self, objective: TrainObjective, batch: Batch, carry: Any,
+                         regulariser: Regulariser | None = None,
+                         teacher: Teacher | None = None) -> tuple[float, Any, float]:
+        """Gradients of one optimizer step on this rank's rows.
+
+        Returns the global mean loss of the objective, the new carry, and the regulariser's value.
+        """
+        batch = self.to_device(batch)
+        targets = max(self.count_targets(objective.count(batch)), 1)
         self.scale = self.layout.settings.dp / targets
         if self.stage is not None:
-            loss_sum, new_mems = self._pipeline_step(inputs, labels, mems, causal)
+            if regulariser is not None or teacher is not None:
+                raise NotImplementedError("pipeline parallel runs take no regulariser or teacher")
+            loss_sum, new_carry, penalty = *self._pipeline_step(batch, carry, objective.causal), 0.0
         else:
-            loss_sum, new_mems = self._accumulate(inputs, labels, mems, causal)
+            loss_sum, new_carry, penalty = self._accumulate(objective, batch, carry, regulariser, teacher)
         if self.tied is not None:
             sync_tied_gradients(self.stage, self.tied)
-        return self.global_sum([loss_sum])[0] / targets, new_mems
+        return self.global_sum([loss_sum])[0] / targets, new_carry, penalty
 
-    def _accumulate(self, inputs: Tensor, labels: Tensor, mems: Mems | None,
-                    causal: bool) -> tuple[float, Mems]:
-        starts = range(0, inputs.shape[0], self.micro_batch)
-        loss_sum, new_mems = 0.0, []
+    def _accumulate(self, objective: TrainObjective, batch: Batch, carry: Any,
+                    regulariser: Regulariser | None, teacher: Teacher | None) -> tuple[float, Any, float]:
+        starts = range(0, batch[0].shape[0], self.micro_batch)
+        loss_sum, new_carry, penalty = 0.0, [], 0.0
         for k, start in enumerate(starts):
-            rows = slice(start, start + self.micro_batch)
-            with self._sync(last=k == len(starts) - 1), self._autocast():
-                out = self.module(inputs[rows], mems[k] if mems else None, causal=causal)
-                loss = summed_loss(out.logits, labels[rows])
-            (loss * self.scale).backward()
+            last = k == len(starts) - 1
+            rows = tuple(t[start:start + self.micro_batch] for t in batch)
+            with self._sync(last), self.autocast():
+                taught = None if teacher is None else teacher(rows)
+                loss, carried = objective.loss(self.module, rows, carry[k] if carry else None, taught)
+            total = loss * self.scale
+            if last and regulariser is not None:
+                term = regulariser(self.core)
+                penalty = float(term.detach())
+                total = total + term
+            total.backward()
             loss_sum += float(loss.detach())
-            new_mems.append(out.mems)
-        return loss_sum, new_mems
+            new_carry.append(carried)
+        return loss_sum, new_carry, penalty
 
     def _sync(self, last: bool):
         """Skip the gradient all-reduce on all but the last micro-batch of a step."""
@@ -132,45 +187,21 @@ class Engine:
             self.module.set_requires_gradient_sync(last)
         return nullcontext()
 
-    def _pipeline_step(self, inputs: Tensor, labels: Tensor, mems: Mems | None, causal: bool,
+    def _pipeline_step(self, batch: Batch, mems: Mems | None, causal: bool,
                        train: bool = True) -> tuple[float, Mems]:
+        inputs, labels = batch
         stage = self.stage
         stage.causal = causal
         stage.start(mems)
         losses: list[Tensor] = []
         run = self.schedule.step if train else self.eval_schedule.eval
         args = (inputs,) if stage.first else ()
-        with self._autocast():
+        with self.autocast():
             # return_outputs=False: the last stage would otherwise keep every micro-batch's logits.
             run(*args, target=labels if stage.last else None, losses=losses if stage.last else None,
                 return_outputs=False)
         loss_sum = sum(float(x.detach()) for x in losses) / self.scale if stage.last else 0.0
         return loss_sum, stage.mems_out
-
-    @torch.no_grad()
-    def evaluate(self, batches: SegmentBatches, objective: Objective, max_segments: int,
-                 rows: tuple[int, int]) -> dict[str, float]:
-        """Mean validation loss over the global batch, reading segments in order with memory."""
-        self.module.eval()
-        total, count, mems = 0.0, 0, None
-        n = batches.n_segments if max_segments <= 0 else min(max_segments, batches.n_segments)
-        for i in range(n):
-            x, y = batches.batch(i)
-            inputs, labels = objective.prepare(x, y, EVAL_DRAW_OFFSET + i, rows)
-            if self.stage is not None:
-                self.scale = 1.0
-                loss_sum, mems = self._pipeline_step(inputs, labels, mems, objective.causal, train=False)
-            else:
-                with self._autocast():
-                    out = self.module(inputs, mems[0] if mems else None, causal=objective.causal)
-                mems = [out.mems]
-                loss_sum = float(summed_loss(out.logits, labels))
-            total += loss_sum
-            count += count_targets(labels)
-        self.module.train()
-        total, count = self.global_sum([total, float(count)])
-        loss = total / max(count, 1.0)
-        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": count}
 
     def clip_gradients(self, max_norm: float) -> float:
         """Clip to `max_norm` (0 = off) by the global norm over every rank's gradients; return it."""
@@ -192,7 +223,7 @@ def global_grad_norm(module: nn.Module, layout: Layout, skip_tied_head: bool) ->
     collective per parameter. Under pipeline parallel the stages' sums are added, counting the
     tied embedding/LM-head gradient once.
     """
-    squares = torch.zeros((), dtype=torch.float64)
+    squares = torch.zeros((), dtype=torch.float64, device=layout.device)
     sharded: dict[tuple, torch.Tensor] = {}
     for name, param in module.named_parameters():
         if param.grad is None or (skip_tied_head and name == "lm_head.weight"):

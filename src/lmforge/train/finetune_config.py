@@ -1,22 +1,28 @@
-"""Settings of the fine-tuning stage (`lmforge finetune MODEL --task ... --data ...`)."""
+"""Settings of fine-tuning (`lmforge finetune`) and multi-task fine-tuning (`lmforge multitask`).
+
+Both are configurations of the one trainer: the optimisation settings are `OptimSettings` (with
+fine-tuning's defaults), and a task is described by the same `TaskSettings` in both.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lmforge.config import Config
+from lmforge.parallel.config import ParallelSettings
+from lmforge.train.config import OptimSettings
 
 Task = Literal["classify", "ner", "embed"]
 
 
-class FinetuneData(Config):
+class TaskData(Config):
     train: Path
     """Training file: TSV/CSV/JSONL text + label rows (classify, embed) or CoNLL (ner)."""
     dev: Path | None = None
-    """Dev file for early stopping; without one, a seeded 10% of train is held out."""
+    """Dev file for early stopping and scoring; without one, a seeded share of train is held out."""
     test: Path | None = None
     """Optional test file, scored once with the best weights."""
     text_column: str | int = "text"
@@ -27,72 +33,67 @@ class FinetuneData(Config):
     """Share of train held out as dev when no dev file is given."""
 
 
-class FinetuneConfig(Config):
-    model: Path
-    """Source model folder (from `lmforge pretrain` or an earlier fine-tune)."""
+class TaskSettings(Config):
+    """One task on the shared backbone: what it is, its data, and its head's settings."""
+
     task: Task
     """classify: pooled -> label; ner: BIO tag per word; embed: SimCSE sentence embeddings."""
-    data: FinetuneData
+    data: TaskData
     """Where the examples are and which columns hold them."""
-    out: Path | None = None
-    """Output model folder; default: the source folder's name + '-' + task, beside it."""
-    steps: int = Field(300, gt=0)
-    """Optimizer steps (upper bound: early stopping may end sooner)."""
-    epochs: float | None = Field(None, gt=0)
-    """If set, overrides steps: epochs * len(train) / batch_size steps."""
-    batch_size: int = Field(32, gt=1)
-    """Examples per step (at least 2: SimCSE needs in-batch negatives)."""
-    lr: float = Field(1e-3, gt=0)
-    """Peak rate. 1e-3 suits the 32-128 wide test/tiny models; BERT-sized models want 2e-5..1e-4."""
-    weight_decay: float = Field(0.01, ge=0)
-    """AdamW decoupled weight decay on matrices (BERT fine-tuning's 0.01)."""
-    warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    """Share of the steps spent in linear warm-up, then cosine decay (the S4 schedule)."""
-    min_lr_ratio: float = Field(0.1, gt=0, le=1)
-    """Cosine decays to lr * min_lr_ratio."""
-    grad_clip: float = Field(1.0, ge=0)
-    """Clip the global gradient norm to this value; 0 disables clipping."""
-    max_len: int | None = Field(None, gt=0)
-    """Truncate examples to this many tokens; default the model's seq_len."""
-    eval_every: int = Field(50, gt=0)
-    """Score dev every N steps (and at the end); the best weights are kept."""
-    patience: int = Field(3, gt=0)
-    """Stop after this many dev evaluations without a new best (accuracy / entity F1 / recall@k)."""
-    seed: int = 0
-    """Seeds the head initialisation, dropout, batch order and the dev hold-out."""
-    causal: bool = False
-    """Attention of the task heads: False = bidirectional encoder (BERT-style fine-tuning)."""
-    temperature: float = Field(0.05, gt=0)
-    """embed: InfoNCE temperature (SimCSE's 0.05)."""
-    dim: int = Field(64, gt=0)
-    """embed: size of the projected unit embedding."""
+    head: str | None = None
+    """Name of the task's head in the model folder (default: the task kind)."""
     k: int = Field(1, gt=0)
     """embed: recall@k is the dev metric and reported score."""
+    dim: int = Field(64, gt=0)
+    """embed: size of the projected unit embedding."""
+    temperature: float = Field(0.05, gt=0)
+    """embed: InfoNCE temperature (SimCSE's 0.05)."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """classify/ner: dropout before the head's classifier (BERT's 0.1)."""
+
+    @property
+    def name(self) -> str:
+        return self.head or self.task
 
 
-class MultitaskTaskSettings(Config):
-    task: Task
-    """classify, ner or embed."""
-    train: Path
-    """Training file of this task (same formats as `lmforge finetune`)."""
-    dev: Path | None = None
-    """Dev file; without one, a seeded 10% of train is held out."""
-    head: str | None = None
-    """Name of this task's head in the model folder (default: the task kind; must be distinct)."""
-    text_column: str | int = "text"
-    """Text column name (or 0-based position)."""
-    label_column: str | int = "label"
-    """Label column name (or position)."""
-    k: int = Field(1, gt=0)
-    """embed: recall@k is the reported score."""
+class FinetuneOptim(OptimSettings):
+    """The shared optimisation settings with fine-tuning's defaults."""
+
+    steps: int = Field(300, gt=0)
+    """Optimizer steps (upper bound: early stopping may end sooner)."""
+    batch_size: int = Field(32, gt=1)
+    """Examples per step (per task, for multi-task; at least 2: SimCSE needs in-batch negatives)."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW decoupled weight decay on matrices (BERT fine-tuning's 0.01)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW moment coefficients (BERT's)."""
+    max_len: int | None = Field(None, gt=0)
+    """Truncate examples to this many tokens; default the model's seq_len."""
+    causal: bool = False
+    """Attention of the task heads: False = bidirectional encoder (BERT-style fine-tuning)."""
+    parallel: ParallelSettings = ParallelSettings()
+    """How `--nproc N` workers split each batch: dp_replicate (DDP) and/or dp_shard (FSDP2); no tp/pp."""
 
 
-class MultitaskConfig(Config):
+class FinetuneConfig(TaskSettings, FinetuneOptim):
+    """`lmforge finetune MODEL --task ... --data ...`: one new head on a model folder's backbone."""
+
+    model: Path
+    """Source model folder (from `lmforge pretrain` or an earlier fine-tune)."""
+    out: Path | None = None
+    """Output model folder; default: the source folder's name + '-' + head name, beside it."""
+    epochs: float | None = Field(None, gt=0)
+    """If set, overrides steps: epochs * len(train) / batch_size steps."""
+    patience: int = Field(3, gt=0)
+    """Stop after this many dev evaluations without a new best (accuracy / entity F1 / recall@k)."""
+
+
+class MultitaskConfig(FinetuneOptim):
     """`lmforge multitask CONFIG`: one backbone, one head per task, GradNorm or equal task weights."""
 
     model: Path
     """Source model folder."""
-    tasks: list[MultitaskTaskSettings] = Field(min_length=2)
+    tasks: list[TaskSettings] = Field(min_length=2)
     """The tasks trained together; every step draws one batch of each."""
     out: Path
     """Output model folder (backbone, every head, metrics.json, metrics.jsonl)."""
@@ -100,17 +101,14 @@ class MultitaskConfig(Config):
     """gradnorm: learnable weights balancing gradient norms (Chen et al. 2018); equal: all 1."""
     alpha: float = Field(1.5, ge=0)
     """GradNorm asymmetry: higher pulls harder toward equal training rates (paper: 0.12 to 3)."""
-    steps: int = Field(300, gt=0)
-    """Optimizer steps (fixed: no early stopping across several dev metrics)."""
-    batch_size: int = Field(32, gt=1)
-    """Examples per task per step."""
-    lr: float = Field(1e-3, gt=0)
-    """Peak rate of the warm-up + cosine schedule."""
-    seed: int = 0
-    """Seeds heads, dropout, batch order and dev hold-outs."""
-    log_every: int = Field(10, gt=0)
-    """Steps between metrics.jsonl records of per-task loss and weight."""
-    max_len: int | None = Field(None, gt=0)
-    """Truncate examples to this many tokens; default the model's seq_len."""
-    causal: bool = False
-    """Attention of the task heads: False = bidirectional encoder."""
+
+    @model_validator(mode="after")
+    def _distinct_heads(self) -> MultitaskConfig:
+        names = [t.name for t in self.tasks]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"head names must be distinct; {', '.join(duplicated)} appears twice "
+                             "(give each task its own `head`)")
+        if self.micro_batch_size not in (None, self.batch_size):
+            raise ValueError("multi-task steps do not accumulate: leave micro_batch_size unset")
+        return self

@@ -8,7 +8,7 @@ word-level tag sequence is read back from the predictions at first sub-tokens.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +112,15 @@ def batch(data: Encoded, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tenso
     return idx, mask, labels
 
 
-def shuffled_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Row indices of training batches forever: a fresh seeded permutation each epoch."""
-    rng = random.Random(seed)
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield order[start:start + batch_size]
+def epoch_rows(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Row indices of training batch `step`: a fresh seeded permutation each epoch.
+
+    A pure function of the step (not an iterator), so a resumed run reads the batches the
+    uninterrupted one would have. An epoch is the full batches that fit; the rest of the
+    permutation waits for a later epoch's shuffle. Fewer rows than a batch: every row, each step.
+    """
+    per_epoch = max(1, n // batch_size)
+    epoch, index = divmod(step, per_epoch)
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order[index * batch_size:(index + 1) * batch_size]

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lmforge.artifacts import atomic_write_text
+from lmforge.artifacts import atomic_write_text, writing
 
 
 class MetricsLog:
@@ -21,7 +21,8 @@ class MetricsLog:
 
     def __init__(self, folder: Path, resume_step: int = 0):
         self.path = folder / "metrics.jsonl"
-        folder.mkdir(parents=True, exist_ok=True)
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
         self._truncate_after(resume_step)
         from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
 

@@ -1,4 +1,4 @@
-"""The two pretraining objectives, as (inputs, labels, causal) makers plus a summed loss.
+"""The two pretraining objectives: (inputs, labels) makers, a summed loss, and the training objective.
 
 Losses are returned as a *sum* over target tokens together with the target count, so that the
 loop can divide by the number of targets in the whole optimizer batch. Averaging per
@@ -9,11 +9,14 @@ numbers of targets (always, for the masked objective): the classic gradient-accu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from lmforge.model import mask_tokens
+from lmforge.tokenizer import SegmentBatches
 
 IGNORE = -100
 
@@ -69,3 +72,33 @@ def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
+@dataclass
+class LanguageModelling:
+    """Pretraining as a training objective: batch `step` of the segment stream, masked or not.
+
+    `rows` = (first row, rows in the global batch) of this rank's slice, so that masks are drawn
+    for the global batch whatever the layout. The carry is the recurrence memory.
+    """
+
+    masking: Objective
+    stream: SegmentBatches
+    rows: tuple[int, int] | None = None
+
+    @property
+    def causal(self) -> bool:
+        return self.masking.causal
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        x, y = self.stream.batch(step)
+        return self.masking.prepare(x, y, step, self.rows)
+
+    def count(self, batch: tuple[Tensor, ...]) -> int:
+        return count_targets(batch[1])
+
+    def loss(self, module: nn.Module, rows: tuple[Tensor, ...], carry: Any,
+             teacher: Any = None) -> tuple[Tensor, Any]:
+        inputs, labels = rows
+        out = module(inputs, carry, causal=self.causal)
+        return summed_loss(out.logits, labels), out.mems

@@ -25,9 +25,9 @@ from lmforge.data.augment import (
     random_swap,
     synonym_replacement,
 )
-from lmforge.data.shards import run_steps
-from lmforge.data.steps import StepSettings, finishing_steps
-from lmforge.data.steps.length import words
+from lmforge.data.curate.shards import run_steps
+from lmforge.data.curate.steps import StepSettings, finishing_steps
+from lmforge.data.text import words
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it sleeps.\n" * 10
 """130 words; a line break and punctuation that the edits must leave alone."""

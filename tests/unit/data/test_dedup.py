@@ -12,18 +12,21 @@ import sys
 import numpy as np
 import pytest
 
-from lmforge.data import generate_corpus, read_documents
-from lmforge.data.dedup import (
+from lmforge.data import read_documents
+from lmforge.data.curate.dedup.decide import (
     DedupDecision,
-    MinHasher,
     bucket_links,
     decide_duplicates,
-    detection_probability,
     exact_key,
     normalise_for_hash,
+)
+from lmforge.data.curate.dedup.minhash import (
+    MinHasher,
+    detection_probability,
     probability_curve,
     shingle_words,
 )
+from lmforge.data.synthetic import generate_corpus
 
 VOCAB = [f"word{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}" for i in range(3000)]
 
@@ -68,7 +71,8 @@ def test_exact_key_is_md5_of_the_normalised_text_and_works_under_fips(monkeypatc
 
 
 def test_shingle_words_normalise_like_fineweb_and_split_cjk_into_characters():
-    assert shingle_words("Année 2024: it's DONE, 3.5%!") == ["année", "0", "it", "s", "done", "0", "0"]
+    """The words of lmforge.data.text (a contraction and a decimal are one word each), folded."""
+    assert shingle_words("Année 2024: it's DONE, 3.5%!") == ["année", "0", "it's", "done", "0.0"]
     assert shingle_words("東京タワーは高い tower") == [*"東京タワーは高い", "tower"]
     hasher = MinHasher(ngram=3)
     assert hasher.shingles("one two") == {("one", "two")}
@@ -100,7 +104,7 @@ def test_batch_equals_one_by_one_including_short_and_empty_texts():
 
 def test_signatures_are_the_same_in_another_process_and_depend_on_the_seed():
     text = "The same text gives the same signature, whatever PYTHONHASHSEED says, 2024."
-    code = ("from lmforge.data.dedup import MinHasher; "
+    code = ("from lmforge.data.curate.dedup.minhash import MinHasher; "
             f"print(MinHasher().signature({text!r}).tolist())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "12345", "PATH": ""})
@@ -215,7 +219,7 @@ def test_detection_probability_is_the_s_curve_for_scalars_and_arrays():
 
 
 def test_probability_curve_prints_the_table_users_see():
-    """Printed by the curation (dedup_stage.describe): the hash count, the formula, the true 50%
+    """Printed by the curation (dedup.stage.describe): the hash count, the formula, the true 50%
     point (where 1 - (1 - s^8)^14 = 1/2, not the (1/b)^(1/r) approximation) and the S-curve."""
     assert probability_curve(14, 8) == "\n".join([
         "MinHash LSH 14 bands x 8 rows (112 hashes): P(candidate) = 1 - (1 - s^8)^14, 50% at s = 0.685",
@@ -359,7 +363,7 @@ def test_hundred_thousand_documents():
 
 
 @pytest.fixture(scope="module")
-def corpus_decisions(tmp_path_factory) -> tuple[dict[str, DedupDecision], dict[str, dict]]:
+def corpus_decisions(tmp_path_factory) -> tuple[dict[str, DedupDecision], dict[str, dict], dict[str, str]]:
     out = tmp_path_factory.mktemp("dedup_corpus")
     generate_corpus(out, seed=0, size_mb=0.5)
     docs = list(read_documents(out / "documents.jsonl.gz"))
@@ -368,21 +372,26 @@ def corpus_decisions(tmp_path_factory) -> tuple[dict[str, DedupDecision], dict[s
     signatures = hasher.signatures(texts)
     decisions = decide_duplicates([doc["id"] for doc in docs], [exact_key(t) for t in texts],
                                   hasher.band_keys(signatures), signatures)
-    return {d.doc_id: d for d in decisions}, truth
+    return {d.doc_id: d for d in decisions}, truth, {doc["id"]: doc["text"] for doc in docs}
 
 
 def test_builtin_corpus_exact_duplicates_all_found_and_nothing_else(corpus_decisions):
-    decisions, truth = corpus_decisions
+    """Besides the planted copies, only junk the generator drew twice by chance (a one-word
+    "too short" document picked from a short list) may be an exact duplicate."""
+    decisions, truth, texts = corpus_decisions
     planted = {doc_id: t["exact_dup_of"] for doc_id, t in truth.items() if t["exact_dup_of"]}
     found = {d.doc_id: d.kept_id for d in decisions.values() if d.reason == "exact_duplicate"}
-    assert planted and found == planted
+    assert planted and planted.items() <= found.items()
+    for doc_id, kept in found.items() - planted.items():
+        assert texts[doc_id] == texts[kept]
+        assert truth[doc_id]["defect"] == truth[kept]["defect"] == "too_short"
 
 
 def test_builtin_corpus_near_duplicates_recall_and_precision(corpus_decisions):
     """Planted copies have shingle Jaccard 0.79-0.90, where 14x8 LSH finds 90-99% of pairs.
     On this corpus (seed 0): 21 of 22 found (the miss has estimated Jaccard 0.79 but no equal
     band); both false positives are symbol-soup junk, which shingles to runs of "0"."""
-    decisions, truth = corpus_decisions
+    decisions, truth, _ = corpus_decisions
     planted = {doc_id: t["near_dup_of"] for doc_id, t in truth.items() if t["near_dup_of"]}
     found = {d.doc_id: d.kept_id for d in decisions.values() if d.reason == "near_duplicate"}
     hits = [doc_id for doc_id in planted if found.get(doc_id) == planted[doc_id]]

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmforge.data import dedup_shuffle, dedup_stage, generate_corpus, read_documents
-from lmforge.data.dedup_shuffle import Shuffle
-from lmforge.data.steps.dedup import DedupSettings
+from lmforge.data import read_documents
+from lmforge.data.curate.dedup import shuffle as dedup_shuffle
+from lmforge.data.curate.dedup import stage as dedup_stage
+from lmforge.data.curate.dedup.shuffle import Shuffle
+from lmforge.data.curate.dedup.step import DedupSettings
+from lmforge.data.synthetic import generate_corpus
 
 
 def in_process(partitions: int) -> Shuffle:

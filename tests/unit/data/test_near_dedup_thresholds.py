@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmforge.data import dedup_stage
-from lmforge.data.minhash import MinHasher
-from lmforge.data.steps.dedup import DedupSettings
+from lmforge.data.curate.dedup import stage as dedup_stage
+from lmforge.data.curate.dedup.minhash import MinHasher
+from lmforge.data.curate.dedup.step import DedupSettings
 
 BANDS, ROWS, VERIFY = 14, 8, 0.7
 """The documented design, written here rather than read from the code under test."""
@@ -38,9 +38,14 @@ WINDOW = 400
 WORD = re.compile(r"[A-Za-z]+")
 
 
+ASCII_WORD = re.compile(r"[a-z0-9]+(?:(?:['.]|(?<=[0-9]),(?=[0-9])|_+)[a-z0-9]+)*")
+"""The documented words of lmforge.data.text, for the ASCII text of these windows: letter and digit
+runs, joined inside a word by ' and . (and , between digits, and underscores)."""
+
+
 def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
     """Word 5-grams as FineWeb takes them: case folded, digit runs as "0", punctuation dropped."""
-    words = re.findall(r"\w+", re.sub(r"\d+", "0", text.casefold()))
+    words = ASCII_WORD.findall(re.sub(r"\d+", "0", text.casefold()))
     return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
 

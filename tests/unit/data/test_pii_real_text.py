@@ -17,8 +17,8 @@ from collections import Counter
 
 import pytest
 
-from lmforge.data.readers import iter_sources
-from lmforge.data.steps.pii import PiiAnonymiser, find_pii
+from lmforge.data.curate.steps.pii import PiiAnonymiser, find_pii
+from lmforge.data.sources import iter_sources
 
 
 def anonymise(text: str) -> str:

@@ -16,7 +16,7 @@ import zstandard
 from warcio.archiveiterator import ArchiveIterator
 
 from lmforge.data.documents import DataError, read_documents
-from lmforge.data.readers import Malformed, iter_sources
+from lmforge.data.sources import Malformed, iter_sources
 
 EXAMPLE_COM = "This domain is established to be used for illustrative examples"
 

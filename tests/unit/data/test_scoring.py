@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data.scoring import find_truth, score_against_truth
-from lmforge.data.shards import removed_record, write_shard
+from lmforge.data.curate.shards import removed_record, write_shard
+from lmforge.data.synthetic.scoring import find_truth, score_against_truth
 
 
 def truth_record(doc_id: str, kind: str = "normal", lang: str = "en", exact: str | None = None,

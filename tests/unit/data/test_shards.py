@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from lmforge.data.shards import read_shard, run_steps, write_shard
-from lmforge.data.stats import AccountingError, check_accounting, merge_all
-from lmforge.data.steps.base import Drop
+from lmforge.data.curate.base import Drop
+from lmforge.data.curate.shards import read_shard, run_steps, write_shard
+from lmforge.data.curate.stats import AccountingError, check_accounting, merge_all
 
 
 class DropShort:

@@ -12,10 +12,11 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from lmforge.data import generate_corpus, read_documents
-from lmforge.data.langid import UNKNOWN, LangdetectDetector, load_detector, normalise_code
-from lmforge.data.steps.base import Drop
-from lmforge.data.steps.language import LanguageFilter, LanguageSettings
+from lmforge.data import read_documents
+from lmforge.data.curate.base import Drop
+from lmforge.data.curate.langid import UNKNOWN, LangdetectDetector, load_detector, normalise_code
+from lmforge.data.curate.steps.language import LanguageFilter, LanguageSettings
+from lmforge.data.synthetic import generate_corpus
 
 BACKENDS = ("fasttext", "langdetect")
 MIN_TATOEBA_ACCURACY = {"fasttext": 0.9, "langdetect": 0.85}
@@ -81,7 +82,8 @@ def test_langdetect_is_deterministic_across_orders_and_instances(tatoeba):
 
 
 def test_langdetect_is_deterministic_across_processes():
-    code = ("import json; from lmforge.data.langid import LangdetectDetector; d = LangdetectDetector(); "
+    code = ("import json; from lmforge.data.curate.langid import LangdetectDetector; "
+            "d = LangdetectDetector(); "
             "print(json.dumps([d.detect(t) for t in ['ok', 'ciao bella', 'pizza pasta', 'gut']]))")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]

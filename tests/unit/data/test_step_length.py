@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
-from lmforge.data.steps.base import Drop
-from lmforge.data.steps.length import Length, LengthSettings, split_text, truncate_text, words
+from lmforge.data.curate.base import Drop
+from lmforge.data.curate.steps.length import Length, LengthSettings, split_text, truncate_text
+from lmforge.data.text import words
 
 
 def _doc(text: str) -> dict:
@@ -15,17 +14,6 @@ def _doc(text: str) -> dict:
 def _sentence(k: int, n: int = 10) -> str:
     """A sentence of n words whose words are unique to it, so that order can be checked."""
     return " ".join(f"w{k}x{i}" for i in range(n)) + "."
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Hello, world!", ["Hello", "world"]),
-    ("Don't e-mail l'école -- 3.5 ...", ["Don't", "e-mail", "l'école", "3", "5"]),
-    ("我爱北京。", ["我", "爱", "北", "京"]),
-    ("用Python写代码", ["用", "Python", "写", "代", "码"]),
-    ("--- !!! ###", []),
-])
-def test_words_counts_cjk_characters_and_skips_symbols(text, expected):
-    assert words(text) == expected
 
 
 def test_short_documents_are_dropped_at_the_minimum():

@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from lmforge.data.steps.base import Drop
-from lmforge.data.steps.normalise import Normalise, NormaliseSettings, normalise_text
+from lmforge.data.curate.base import Drop
+from lmforge.data.curate.steps.normalise import Normalise, NormaliseSettings, normalise_text
 
 
 def _doc(text: str) -> dict:

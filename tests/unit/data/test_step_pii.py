@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from lmforge.data import generate_corpus, read_documents
-from lmforge.data.steps.pii import (
+from lmforge.data import read_documents
+from lmforge.data.curate.steps.pii import (
     NAME_TAGGERS,
     PHONE_DIGITS,
     PII_TYPES,
@@ -20,6 +20,7 @@ from lmforge.data.steps.pii import (
     luhn_valid,
     redact,
 )
+from lmforge.data.synthetic import generate_corpus
 
 REGEX_TIER = ("email", "phone", "ipv4", "ipv6", "card")
 """Planted types the regex tier must remove; planted `person` needs the (absent) model tier."""

@@ -8,22 +8,22 @@ import pytest
 from pydantic import ValidationError
 
 from lmforge.config import parse_overrides
-from lmforge.data import generate_corpus
-from lmforge.data.steps.base import Drop
-from lmforge.data.steps.quality import Quality, QualitySettings
-from lmforge.data.steps.quality_gopher import (
+from lmforge.data.curate.base import Drop
+from lmforge.data.curate.steps.quality import Quality, QualitySettings
+from lmforge.data.curate.steps.quality_gopher import (
     GopherQuality,
     GopherQualitySettings,
     GopherRepetition,
     GopherRepetitionSettings,
 )
-from lmforge.data.steps.quality_web import (
+from lmforge.data.curate.steps.quality_web import (
     C4Quality,
     C4QualitySettings,
     FineWebQuality,
     FineWebQualitySettings,
     count_sentences,
 )
+from lmforge.data.synthetic import generate_corpus
 
 SENTENCES = [
     "The river runs through the old town and past the market square.",

@@ -9,7 +9,9 @@ import re
 
 import pytest
 
-from lmforge.data import generate_corpus, read_documents
+from lmforge.data import read_documents
+from lmforge.data.curate.dedup.minhash import MinHasher
+from lmforge.data.synthetic import generate_corpus
 
 FILES = ("documents.jsonl.gz", "truth.json", "classification.tsv", "ner.conll")
 TOPICS = {"sports", "finance", "tech", "health"}
@@ -73,10 +75,14 @@ def test_planted_duplicates(corpus):
     for t in exact:
         assert texts[t["id"]] == texts[t["exact_dup_of"]]
         assert order[t["exact_dup_of"]] < order[t["id"]]
+    hasher = MinHasher()
     for t in near:
         a, b = shingles(texts[t["id"]], t["lang"]), shingles(texts[t["near_dup_of"]], t["lang"])
         assert 0.7 <= len(a & b) / len(a | b) <= 0.99, t["id"]
         assert texts[t["id"]] != texts[t["near_dup_of"]]
+        # The stated similarity is that of the shingles near-dedup hashes, not of some other split.
+        a, b = hasher.shingles(texts[t["id"]]), hasher.shingles(texts[t["near_dup_of"]])
+        assert t["near_dup_jaccard"] == round(len(a & b) / len(a | b), 4) <= 0.92, t["id"]
 
 
 def test_pii_and_entities_sit_at_their_offsets(corpus):

@@ -54,10 +54,11 @@ def train(balancer: GradNorm | FixedWeights, steps: int = 100) -> tuple[TwoTaskN
         if isinstance(balancer, GradNorm):
             ratios.append(norm_ratio(net, balancer, losses))
         total = balancer.weighted_loss(losses)
-        balancer.update(losses, net.trunk.weight)
+        measured = balancer.measure(losses, net.trunk.weight)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
+        balancer.step(*measured)
         assert net.trunk.weight.grad is not None
     return net, ratios
 
@@ -90,7 +91,7 @@ def test_state_dict_round_trip_resumes_the_same_weights():
     net = TwoTaskNet()
     x, ys = toy_data()
     for b in (balancer, restored):
-        b.update(task_losses(net, x, ys), net.trunk.weight)
+        b.step(*b.measure(task_losses(net, x, ys), net.trunk.weight))
     assert restored.weights == balancer.weights
 
 
@@ -98,7 +99,7 @@ def test_wrong_number_of_losses_is_an_error():
     net = TwoTaskNet()
     x, ys = toy_data()
     with pytest.raises(ValueError, match="expected 3 task losses"):
-        GradNorm(n_tasks=3).update(task_losses(net, x, ys), net.trunk.weight)
+        GradNorm(n_tasks=3).measure(task_losses(net, x, ys), net.trunk.weight)
 
 
 def test_fixed_weights_stay_fixed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -91,3 +92,17 @@ def test_missing_folder_or_split(tmp_path, tokens):
         TokenStream(tmp_path, "train")
     with pytest.raises(ArtifactError, match="no split 'test' .*have train, val"):
         TokenStream(tokens, "test")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda folder: (folder / "index.json").write_text('{"dtype": '), r"index.json:1: not valid JSON"),
+    (lambda folder: (folder / "index.json").write_text('{"dtype": "uint16"}'), r"index.json: missing eos_id"),
+    (lambda folder: (folder / "val_00000.bin").unlink(), r"val_00000.bin: no such file"),
+])
+def test_damaged_token_folder_is_named(tmp_path, tokens, damage, message):
+    """A token folder that lost or broke a file fails with an ArtifactError naming that file."""
+    folder = tmp_path / "copy"
+    shutil.copytree(tokens, folder)
+    damage(folder)
+    with pytest.raises(ArtifactError, match=message):
+        TokenStream(folder, "val")

@@ -7,15 +7,14 @@ import sys
 
 import pytest
 
-from lmforge.artifacts import read_manifest
+from lmforge.artifacts import load_tokenizer, read_manifest
 from lmforge.config import ConfigError, build
-from lmforge.data import generate_corpus
+from lmforge.data.synthetic import generate_corpus
 from lmforge.tokenizer import (
     PackConfig,
     SegmentBatches,
     TokenizerTrainConfig,
     TokenStream,
-    load_tokenizer,
     run_pack,
     run_train,
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer, models
 
-from lmforge.tokenizer import SPECIAL_TOKENS, load_tokenizer, special_ids, train_tokenizer
+from lmforge.artifacts import ArtifactError, load_tokenizer
+from lmforge.tokenizer import SPECIAL_TOKENS, special_ids, train_tokenizer
 
 TEXTS = ["The home team won the final in London yesterday.", "Die Mannschaft gewann das Finale.",
          "主队昨天在北京赢得了决赛。", "L'équipe a remporté la finale à Paris."] * 50
@@ -40,7 +41,7 @@ def test_vocab_too_small_is_refused():
 
 
 def test_foreign_tokenizer_is_refused():
-    with pytest.raises(ValueError, match="not .* at ids 0..6"):
+    with pytest.raises(ArtifactError, match="not .* at ids 0..6"):
         special_ids(Tokenizer(models.BPE()))
 
 
@@ -48,5 +49,11 @@ def test_load_from_folder_or_file(tmp_path, tokenizer):
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     for path in (tmp_path, tmp_path / "tokenizer.json"):
         assert load_tokenizer(path).encode("主队 won").ids == tokenizer.encode("主队 won").ids
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    with pytest.raises(ArtifactError, match="missing: no tokenizer.json"):
         load_tokenizer(tmp_path / "missing")
+
+
+def test_damaged_tokenizer_file_is_named(tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"model": ')
+    with pytest.raises(ArtifactError, match=r"tokenizer.json: not a tokenizer file .*\(.*line 1"):
+        load_tokenizer(tmp_path)

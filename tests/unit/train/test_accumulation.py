@@ -3,8 +3,8 @@
 The reference runs the same forward passes (same micro-batches, same order, same memory, same
 global RNG so dropout draws the same masks), concatenates the logits and takes
 `torch.nn.functional.cross_entropy(..., ignore_index=-100)`, the *mean* over every target of
-the whole batch, with a single backward. `accumulate_gradients` (Engine's per-micro-batch
-summed losses, each scaled by the batch's target count) must give the same gradients, mean
+the whole batch, with a single backward. `Engine.forward_backward` on the pretraining objective
+(per-micro-batch summed losses, each scaled by the batch's target count) must give the same gradients, mean
 loss and next memory, in float64, with dropout on, over two steps that carry the memory.
 """
 
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.model import ModelConfig, Transformer
-from lmforge.train.loop import accumulate_gradients
-from lmforge.train.objectives import Objective, summed_loss
+from lmforge.parallel import Layout
+from lmforge.train.engine import Engine
+from lmforge.train.objectives import LanguageModelling, Objective, summed_loss
 
 VOCAB, BATCH, T = 50, 8, 8
 SPECIALS = tuple(range(7))
@@ -40,6 +41,25 @@ def reference_step(model: Transformer, inputs: torch.Tensor, labels: torch.Tenso
     loss = F.cross_entropy(torch.cat(logits).flatten(0, 1), labels.flatten(), ignore_index=-100)
     loss.backward()
     return float(loss.detach()), new_mems
+
+
+class Draws:
+    """A segment stream stand-in: batch `step` is draw `step` of the test data."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[step], self.y[step]
+
+
+def engine_step(model: Transformer, objective: Objective, x, y, micro: int, mems, draw: int):
+    """One step's gradients through the trainer's engine; (mean loss, targets, new memory)."""
+    engine = Engine(model, Layout.single(), BATCH, micro, bf16=False)
+    lm = LanguageModelling(objective, Draws(x, y))
+    batch = lm.batch(draw)
+    loss, new_mems, _ = engine.forward_backward(lm, batch, mems)
+    return loss, lm.count(batch), new_mems
 
 
 def data(kind: str):
@@ -75,8 +95,7 @@ def test_accumulated_gradients_equal_whole_batch_mean_cross_entropy(kind, micro)
 
         model.zero_grad(set_to_none=True)
         torch.manual_seed(100 + draw)
-        loss, targets, mems_acc = accumulate_gradients(model, objective, x[draw], y[draw], micro, mems_acc,
-                                                       draw)
+        loss, targets, mems_acc = engine_step(model, objective, x, y, micro, mems_acc, draw)
         assert targets == int((labels != -100).sum())
         assert loss == pytest.approx(ref_loss, rel=1e-12)
         for name, p in model.named_parameters():

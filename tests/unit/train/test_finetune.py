@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
@@ -26,9 +27,12 @@ from lmforge.data.tasks import read_conll, read_text_labels
 from lmforge.model.folder import load_heads, load_model, read_heads
 from lmforge.model.heads import MultiTaskModel
 from lmforge.train import pretrain
+from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.finetune import evaluate, finetune
 from lmforge.train.finetune_config import FinetuneConfig
 from lmforge.train.finetune_data import align_tags, encode_words, hold_out, word_tags
+from lmforge.train.metrics import read_metrics
+from lmforge.train.trainer import PlugPoints
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def test_heads_round_trip_and_evaluate_reproduces_test_metric(sst2_run, base_mod
     metrics = evaluate(folder, "classify", shared_data / "sst2/test.tsv")
     assert metrics["accuracy"] == pytest.approx(sst2_run.test["accuracy"])
     recorded = json.loads((folder / "metrics.json").read_text())["evaluations"]
-    assert recorded[str((shared_data / "sst2/test.tsv").resolve())] == metrics
+    assert recorded["classify"][str((shared_data / "sst2/test.tsv").resolve())] == metrics
 
 
 def test_ner_alignment_survives_encode_decode(base_model):
@@ -160,7 +164,7 @@ def independent_ner_scores(folder: Path, examples, max_len: int = 64) -> dict[st
             encoding = tokenizer.encode([w if i == 0 else " " + w for i, w in enumerate(example.tokens)],
                                         is_pretokenized=True)
             ids, word_of = encoding.ids[:max_len], encoding.word_ids[:max_len]
-            _, logits = model.forward_task("ner", torch.tensor([ids]))
+            _, logits = model("ner", torch.tensor([ids]))
             predicted = ["O"] * len(example.tokens)
             for position in range(len(ids)):
                 word = word_of[position]
@@ -181,7 +185,7 @@ def independent_accuracy(folder: Path, examples, max_len: int = 64) -> float:
     with torch.no_grad():
         for ex in examples:
             ids = tokenizer.encode(ex.text).ids[:max_len]
-            _, logits = model.forward_task("classify", torch.tensor([ids]))
+            _, logits = model("classify", torch.tensor([ids]))
             hits += labels[int(logits.argmax())] == ex.label
     return hits / len(examples)
 
@@ -190,7 +194,7 @@ def independent_recall_at_1(folder: Path, examples, max_len: int = 64) -> float:
     """Share of items (whose label occurs twice or more) whose most cosine-similar other item shares it."""
     model, tokenizer, _ = saved(folder)
     with torch.no_grad():
-        vectors = [model.forward_task("embed", torch.tensor([tokenizer.encode(ex.text).ids[:max_len] or [0]]))
+        vectors = [model("embed", torch.tensor([tokenizer.encode(ex.text).ids[:max_len] or [0]]))
                    [1][0].double().numpy() for ex in examples]
     labels = [ex.label for ex in examples]
     hits = queries = 0
@@ -247,3 +251,61 @@ def test_classify_overfits_a_small_builtin_set(base_model, tiny_corpus, tmp_path
     print(f"built-in classification, trained and scored on the same {len(examples)} texts: {result.dev}")
     assert result.dev["accuracy"] >= 0.95
     assert result.dev["accuracy"] == pytest.approx(independent_accuracy(result.model_dir, examples))
+
+
+class CrashAt:
+    """Step callback standing in for a killed process: raises once, at step `step`."""
+
+    name = "crash"
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, step, record, engine):
+        if step == self.step:
+            raise KeyboardInterrupt
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+@pytest.mark.parametrize(("task", "micro", "precision"), [("ner", None, "fp32"), ("classify", 4, "bf16")])
+def test_interrupted_finetune_resumes_to_the_same_model(task, micro, precision, base_model, shared_data,
+                                                        tmp_path):
+    """Dropout on (backbone and head), early stopping on: a run cut after step 7 and resumed from its
+    step-6 checkpoint takes the same steps (losses, last weights) and writes the same model folder
+    (best weights, best step, metrics)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if task == "ner":
+        sentences = read_conll(shared_data / "wnut17/wnut17train.conll")[:200]
+        (data / "train.conll").write_text("".join(
+            "".join(f"{w}\t{t}\n" for w, t in zip(s.tokens, s.tags, strict=True)) + "\n" for s in sentences))
+        files = {"train": data / "train.conll"}
+    else:
+        files = {"train": head_of(shared_data / "sst2/dev.tsv", data / "train.tsv", 300),
+                 "text_column": "sentence"}
+
+    def config(name: str) -> FinetuneConfig:
+        return FinetuneConfig(model=base_model, task=task, out=tmp_path / "models" / name, steps=14,
+                              eval_every=3, checkpoint_every=3, log_every=1, patience=10, batch_size=8,
+                              micro_batch_size=micro, precision=precision, max_len=32, data=files)
+
+    whole = finetune(config("whole"), resume=None)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config("cut"), resume=None, plugs=PlugPoints(callbacks=[CrashAt(7)]))
+    resumed = finetune(config("cut"), resume="auto")
+    assert (resumed.dev, resumed.best_step, resumed.steps) == (whole.dev, whole.best_step, whole.steps)
+    for file in ("model.safetensors", "heads.safetensors"):
+        a, b = load_file(str(whole.model_dir / file)), load_file(str(resumed.model_dir / file))
+        assert all(torch.equal(a[k], b[k]) for k in a), file
+    runs = [tmp_path / "checkpoints" / name for name in ("whole", "cut")]
+    losses = [{r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r}
+              for run in runs]
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(1, 15))
+    last = [load_file(str(latest_checkpoint(run) / "model.safetensors")) for run in runs]
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])

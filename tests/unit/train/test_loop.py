@@ -44,9 +44,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(pretrain_config, tmp_path
     real = Engine.forward_backward
     steps = iter(range(1000))
 
-    def poisoned(self, inputs, labels, mems, causal):
-        loss, mems = real(self, inputs, labels, mems, causal)
-        return (float("nan") if next(steps) == 13 else loss), mems
+    def poisoned(self, *args, **kwargs):
+        loss, mems, penalty = real(self, *args, **kwargs)
+        return (float("nan") if next(steps) == 13 else loss), mems, penalty
 
     monkeypatch.setattr(Engine, "forward_backward", poisoned)
     cfg = pretrain_config(tmp_path, steps=20, checkpoint_every=10)

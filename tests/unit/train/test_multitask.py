@@ -22,9 +22,10 @@ from lmforge.data.tasks import read_conll, read_text_labels
 from lmforge.model.folder import load_heads, load_model, read_heads
 from lmforge.model.heads import MultiTaskModel
 from lmforge.train import pretrain
-from lmforge.train.finetune import score
+from lmforge.train.finetune import Split, evaluate, score
+from lmforge.train.finetune_config import MultitaskConfig, TaskSettings
 from lmforge.train.finetune_data import encode_examples
-from lmforge.train.multitask import TaskSpec, multitask_finetune
+from lmforge.train.multitask import multitask
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +36,38 @@ def base_model(pretrain_config, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tasks(shared_data) -> list[TaskSpec]:
+def tasks(shared_data, tmp_path_factory) -> list[TaskSettings]:
+    """BANKING77 and WNUT-17 slices written to files, as a user's task files."""
+    root = tmp_path_factory.mktemp("tasks")
     banking = read_text_labels(shared_data / "banking77/train.csv", "text", "category")
     random.Random(0).shuffle(banking)  # the file is sorted by intent
     wnut = read_conll(shared_data / "wnut17/wnut17train.conll")
-    return [TaskSpec("classify", banking[:1500], banking[1500:1700], head="intent"),
-            TaskSpec("ner", wnut[:600], wnut[600:700], head="entities")]
+    for name, rows in (("intent_train", banking[:1500]), ("intent_dev", banking[1500:1700])):
+        lines = "".join(f"{ex.text}\t{ex.label}\n" for ex in rows)
+        (root / f"{name}.tsv").write_text("text\tlabel\n" + lines)
+    for name, sentences in (("entities_train", wnut[:600]), ("entities_dev", wnut[600:700])):
+        (root / f"{name}.conll").write_text("".join(
+            "".join(f"{word}\t{tag}\n" for word, tag in zip(ex.tokens, ex.tags, strict=True)) + "\n"
+            for ex in sentences))
+    return [TaskSettings(task="classify", head="intent",
+                         data={"train": root / "intent_train.tsv", "dev": root / "intent_dev.tsv"}),
+            TaskSettings(task="ner", head="entities",
+                         data={"train": root / "entities_train.conll", "dev": root / "entities_dev.conll"})]
 
 
-def rescored(folder: Path, task: TaskSpec, labels: list[str]) -> dict[str, float]:
+def rescored(folder: Path, task: TaskSettings, labels: list[str]) -> dict[str, float]:
     """The classify head's dev metrics from the saved folder alone."""
     model = MultiTaskModel(load_model(folder), load_heads(folder))
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    dev = encode_examples(tokenizer, task.dev, "classify", labels, 48)
-    return score(model, "intent", dev, task.dev, labels, tokenizer, 48, 1)
+    examples = read_text_labels(task.data.dev)
+    split = Split(examples, encode_examples(tokenizer, examples, "classify", labels, 48))
+    return score(model, "intent", "classify", split, labels, tokenizer, 48, 1)
 
 
-def run(base_model: Path, tasks: list[TaskSpec], balancer: str, steps: int, out: Path | None = None):
-    return multitask_finetune(base_model, tasks, balancer, steps=steps, batch_size=16, lr=3e-3,
-                              log_every=steps // 4, max_len=48, out=out)
+def run(base_model: Path, tasks: list[TaskSettings], balancer: str, steps: int, out: Path):
+    cfg = MultitaskConfig(model=base_model, tasks=tasks, balancer=balancer, steps=steps, batch_size=16,
+                          lr=3e-3, log_every=steps // 4, eval_every=steps, max_len=48, out=out)
+    return multitask(cfg, resume=None)
 
 
 def test_gradnorm_weights_move_stay_positive_and_sum_to_n_tasks(base_model, tasks, tmp_path):
@@ -78,16 +92,25 @@ def test_gradnorm_weights_move_stay_positive_and_sum_to_n_tasks(base_model, task
     assert json.loads((folder / "metrics.json").read_text())["dev"] == result.dev
 
 
-def test_equal_weights_stay_at_one(base_model, tasks):
-    result = run(base_model, tasks, "equal", 8)
+def test_evaluate_scores_each_head_of_a_multitask_folder_the_way_it_was_trained(base_model, tasks, tmp_path):
+    """Heads trained at max_len 48 on a 64-token model: evaluate must truncate at 48, per head."""
+    result = run(base_model, tasks, "equal", 8, tmp_path / "joint")
+    for task, head in (("classify", "intent"), ("ner", "entities")):
+        dev = next(t for t in tasks if t.head == head).data.dev
+        assert evaluate(result.model_dir, task, dev, head=head) == pytest.approx(result.dev[head])
+    spec = json.loads((result.model_dir / "heads.json").read_text())["heads"]
+    assert spec["intent"]["usage"]["max_len"] == 48 and spec["entities"]["usage"]["causal"] is False
+
+
+def test_equal_weights_stay_at_one(base_model, tasks, tmp_path):
+    result = run(base_model, tasks, "equal", 8, tmp_path / "equal")
     assert len(result.log) == 4
     assert all(record["weights"] == {"intent": 1.0, "entities": 1.0} for record in result.log)
-    assert result.model_dir is None
 
 
-def test_duplicate_head_names_are_rejected(base_model, tasks):
+def test_duplicate_head_names_are_rejected(base_model, tasks, tmp_path):
     with pytest.raises(ValueError, match="distinct"):
-        multitask_finetune(base_model, [tasks[0], tasks[0]], steps=1)
+        MultitaskConfig(model=base_model, tasks=[tasks[0], tasks[0]], out=tmp_path / "x")
 
 
 def test_multitask_command_trains_every_head_from_a_yaml_config(base_model, shared_data, tmp_path):
@@ -96,9 +119,10 @@ def test_multitask_command_trains_every_head_from_a_yaml_config(base_model, shar
         "model": str(base_model), "out": str(tmp_path / "joint"), "steps": 4, "batch_size": 8,
         "max_len": 32,
         "tasks": [
-            {"task": "classify", "train": str(shared_data / "sst2/dev.tsv"), "text_column": "sentence",
-             "head": "sentiment"},
-            {"task": "ner", "train": str(shared_data / "wnut17/emerging.dev.conll"), "head": "entities"},
+            {"task": "classify", "head": "sentiment",
+             "data": {"train": str(shared_data / "sst2/dev.tsv"), "text_column": "sentence"}},
+            {"task": "ner", "head": "entities",
+             "data": {"train": str(shared_data / "wnut17/emerging.dev.conll")}},
         ],
     }))
     proc = run_bounded([sys.executable, "-m", "lmforge", "multitask", str(config)], capture_output=True,

@@ -1,11 +1,12 @@
 """EDA (Wei & Zou 2019): synonym replacement, random insertion, random swap, random deletion.
 
-The operations edit the word spans of `lmforge.data.steps.length.words` in place, so the
-punctuation, case and line breaks around them survive: eda_nlp lower-cases the text and keeps
-only a-z, which suits a classifier's inputs but not text a language model learns to write.
-Each operation changes n = max(1, int(alpha * words)) words, as eda_nlp does; deletion drops
-each word with probability alpha. Replacement and insertion take their words from a
-`Proposer`: WordNet synonyms (`from_source`) or a masked LM's in-context picks (`mlm`).
+The operations edit the words of `lmforge.data.text` (the splitter every step counts with) in
+place, so the punctuation, case and line breaks around them survive: eda_nlp lower-cases the
+text and keeps only a-z, which suits a classifier's inputs but not text a language model
+learns to write. Each operation changes n = max(1, int(alpha * words)) words, as eda_nlp
+does; deletion drops each word with probability alpha. Replacement and insertion take their
+words from a `Proposer`: WordNet synonyms (`from_source`) or a masked LM's in-context picks
+(`mlm`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ import random
 from collections.abc import Callable
 
 from lmforge.data.augment.synonyms import SynonymSource
+from lmforge.data.text import Span, word_spans
 
-Span = tuple[int, int]
 Proposer = Callable[[str, list[Span]], list[list[str]]]
 """Candidate words for each given word span of a text, in order; [] where there are none."""
-
-
-def word_spans(text: str) -> list[Span]:
-    # Imported here: lmforge.data.steps imports this package for its augment step.
-    from lmforge.data.steps.length import WORD
-
-    return [m.span() for m in WORD.finditer(text)]
 
 
 def n_changes(alpha: float, n_words: int) -> int:

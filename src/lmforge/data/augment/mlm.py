@@ -7,27 +7,26 @@ the original word. Unlike WordNet this works in any language the model was train
 candidates fit the sentence (Kobayashi 2018, "contextual augmentation"); one token is one word
 candidate, so a word-initial token that is only the start of a longer word can slip through.
 
-The one import of `lmforge.model` from `lmforge.data` (declared in pyproject's import-linter
-contract), made inside the class so that `import lmforge.data` does not import torch.
+The one import of `lmforge.model` from `lmforge.data` (the model bundle loader; declared in
+pyproject's import-linter contract and justified in docs/architecture.md), made inside the class
+so that `import lmforge.data` does not import torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.data.augment.eda import Span
+from lmforge.data.text import Span
 
 
 class MaskedLMProposer:
     """A `Proposer` (see `eda`) backed by the masked-LM head of a model folder."""
 
     def __init__(self, folder: str | Path, top_k: int = 5) -> None:
-        from tokenizers import Tokenizer
+        from lmforge.model.bundle import load_bundle
 
-        from lmforge.model.folder import load_model, tokenizer_file
-
-        self.model = load_model(folder)
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file(folder)))
+        bundle = load_bundle(folder)
+        self.model, self.tokenizer = bundle.model, bundle.tokenizer
         self.mask_id = self.tokenizer.token_to_id("<mask>")
         self.pad_id = self.tokenizer.token_to_id("<pad>")
         self.top_k = top_k

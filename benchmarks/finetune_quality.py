@@ -28,8 +28,8 @@ from lmforge.model.folder import load_model, read_heads, save_model_folder
 from lmforge.tokenizer import PackConfig, TokenizerTrainConfig, run_pack, run_train
 from lmforge.train import PretrainConfig, pretrain
 from lmforge.train.finetune import finetune
-from lmforge.train.finetune_config import FinetuneConfig
-from lmforge.train.multitask import TaskSpec, multitask_finetune
+from lmforge.train.finetune_config import FinetuneConfig, MultitaskConfig
+from lmforge.train.multitask import multitask
 from lmforge.train.task_metrics import majority_baseline
 
 RESULTS = Path(__file__).parent / "results" / "finetune_quality.md"
@@ -96,7 +96,7 @@ def single_task(model: Path, files: dict[str, dict], out: Path, args: argparse.N
     for name, (task, metric) in TASKS.items():
         cfg = FinetuneConfig(model=model, task=task, out=out / name, steps=args.steps, eval_every=args.steps,
                              batch_size=args.batch, lr=args.lr, max_len=64, data=files[name])
-        scores[name] = finetune(cfg).dev[metric]
+        scores[name] = finetune(cfg, resume=None).dev[metric]
     return scores
 
 
@@ -108,14 +108,16 @@ def baselines(files: dict[str, dict]) -> dict[str, float]:
             for name in ("sst2", "banking77")} | {"wnut17": 0.0}
 
 
-def multitask(model: Path, files: dict[str, dict], args: argparse.Namespace) -> dict[str, dict]:
+def joint(model: Path, files: dict[str, dict], out: Path, args: argparse.Namespace) -> dict[str, dict]:
     """SST-2 + WNUT-17 jointly, with GradNorm and with equal weights: dev scores and final weights."""
-    specs = [TaskSpec("classify", files["sst2"]["train"], files["sst2"]["dev"], head="sst2"),
-             TaskSpec("ner", files["wnut17"]["train"], files["wnut17"]["dev"], head="wnut17")]
+    tasks = [{"task": "classify", "head": "sst2", "data": files["sst2"]},
+             {"task": "ner", "head": "wnut17", "data": files["wnut17"]}]
     runs = {}
     for balancer in ("gradnorm", "equal"):
-        result = multitask_finetune(model, specs, balancer, alpha=args.alpha, steps=args.steps,
-                                    batch_size=args.batch, lr=args.lr, max_len=64, log_every=args.steps // 5)
+        cfg = MultitaskConfig(model=model, tasks=tasks, out=out / f"joint-{balancer}", balancer=balancer,
+                              alpha=args.alpha, steps=args.steps, batch_size=args.batch, lr=args.lr,
+                              max_len=64, eval_every=args.steps, log_every=max(1, args.steps // 5))
+        result = multitask(cfg, resume=None)
         runs[balancer] = {"sst2": result.dev["sst2"]["accuracy"], "wnut17": result.dev["wnut17"]["f1"],
                           "weights": result.weights}
     return runs
@@ -167,7 +169,7 @@ def main() -> None:
         files = slices(data, root / "data", args.train, args.dev)
         pre = single_task(model, files, root / "pre", args)
         scratch = single_task(scratch_model(model, root / "scratch-model"), files, root / "scratch", args)
-        multi = multitask(model, files, args)
+        multi = joint(model, files, root / "joint", args)
         text = report(args, pre, scratch, baselines(files), multi, time.time() - start)
     RESULTS.write_text(text, encoding="utf-8")
     print(text)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor, Replicate
 
+from lmforge.errors import LmforgeError
 from lmforge.parallel import (
     Layout,
     StageModule,
@@ -71,12 +72,17 @@ class Teacher(Protocol):
     def __call__(self, rows: Batch) -> Any: ...
 
 
+class CompileUnsupported(LmforgeError):
+    """A `train.compile` request for a combination the compiler gets wrong."""
+
+
 class Engine:
     """`model` (built whole and identically seeded on every rank) as this rank holds and trains it."""
 
     def __init__(self, model: nn.Module, layout: Layout, local_batch: int, micro_batch: int, bf16: bool):
         self.layout, self.bf16 = layout, bf16
-        self.config = getattr(model, "config", None)
+        self.config = getattr(getattr(model, "backbone", model), "config", None)
+        """The backbone's ModelConfig (None for a foreign module, e.g. a benchmark's baseline)."""
         s = layout.settings
         model.to(layout.device)
         self.stage: StageModule | None = build_stage(model, layout) if s.pp > 1 else None
@@ -100,6 +106,19 @@ class Engine:
                 build_schedule(self.stage, self.module, layout, local_batch, bf16, self._pipe_loss)
                 for _ in range(2))
             self.tied = tied_group(layout)
+
+    def compile(self) -> None:
+        """`train.compile`: torch.compile the module as it runs (after sharding and wrapping).
+
+        Refused for xl attention in bf16 on the CPU: there torch 2.13's inductor turns the second
+        step (the first with memory) into NaN, while eager, fp32-compiled and the aot_eager
+        backend are fine, and the attention core compiled alone matches eager.
+        """
+        position = getattr(self.config, "position", None)
+        if self.bf16 and self.layout.device.type == "cpu" and position == "xl":
+            raise CompileUnsupported("train.compile: torch.compile gives NaN for xl attention in bf16 on the "
+                                     "CPU (torch 2.13 inductor); use precision=fp32 or compile=false")
+        self.module.compile()
 
     @property
     def layers(self) -> range:

@@ -176,7 +176,7 @@ def build_engine(model: MultiTaskModel, settings: FinetuneOptim, layout: Layout)
     engine = Engine(model, layout, local, min(settings.micro_batch_size or local, local),
                     settings.precision == "bf16")
     if settings.compile:
-        engine.module.compile()
+        engine.compile()
     if layout.distributed:  # each data-parallel slice draws its own dropout masks
         torch.manual_seed(settings.seed + 1_000_003 * (1 + layout.random_stream))
     return engine

@@ -112,7 +112,7 @@ def pretrain(cfg: PretrainConfig, resume: str | None = "auto", layout: Layout | 
     local = s.batch_size // dp
     engine = Engine(model, layout, local, min(s.micro_batch_size or local, local), s.precision == "bf16")
     if s.compile:
-        engine.module.compile()
+        engine.compile()
     if layout.distributed:  # same weights everywhere, but each dp slice and stage its own dropout masks
         torch.manual_seed(s.seed + 1_000_003 * (1 + layout.random_stream))
     special = tuple(tokenizer.token_to_id(t) for t in SPECIAL_TOKENS)

@@ -5,6 +5,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from lmforge.errors import LmforgeError
 from lmforge.model.folder import load_model
 from lmforge.train import CheckpointError, TrainingDiverged, pretrain
 from lmforge.train.checkpoint import latest_checkpoint
@@ -66,3 +67,9 @@ def test_resuming_another_architecture_is_refused(pretrain_config, tmp_path):
         pretrain(other, resume="auto")
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         pretrain(other, resume=str(tmp_path))
+
+
+def test_compile_is_refused_where_the_compiler_gives_nan(pretrain_config, tmp_path):
+    cfg = pretrain_config(tmp_path, steps=2, compile=True, precision="bf16", device="cpu")
+    with pytest.raises(LmforgeError, match="use precision=fp32 or compile=false"):
+        pretrain(cfg, resume=None)

@@ -29,10 +29,10 @@ from lmforge.train.trainer import Monitor, PlugPoints, Trainer, apply_transforms
 VOCAB, BATCH, T, STEPS = 40, 4, 8, 6
 
 
-def model(seed: int = 0, dtype: torch.dtype = torch.float64) -> Transformer:
+def model(seed: int = 0, dtype: torch.dtype = torch.float64, dropout: float = 0.1) -> Transformer:
     torch.manual_seed(seed)
     config = ModelConfig(vocab_size=VOCAB, d_model=16, n_layers=2, n_heads=2, d_ff=32, seq_len=T, mem_len=0,
-                         dropout=0.1)
+                         dropout=dropout)
     return Transformer(config).to(dtype).train()
 
 
@@ -198,3 +198,17 @@ def test_callback_state_is_checkpointed_and_a_resumed_run_is_bit_identical(tmp_p
     assert resumed.seen == [3, 4, 5, 6] and resumed.count == STEPS
     for (name, a), b in zip(whole.named_parameters(), net.parameters(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_compiled_module_follows_the_eager_trajectory(tmp_path):
+    """train.compile: torch.compile of the module as the engine runs it; the same losses as eager
+    (dropout off: compiled dropout draws its masks from another generator)."""
+    losses = {}
+    for compiled in (False, True):
+        net = model(dtype=torch.float32, dropout=0.0)
+        engine = Engine(net, Layout.single(), BATCH, BATCH, bf16=False)
+        if compiled:
+            engine.compile()
+        trainer = Trainer(engine, causal_lm(), OptimSettings(steps=4, batch_size=BATCH), None, None, {}, "t")
+        losses[compiled] = [r["loss"] for r in trainer.fit(resume=None).history]
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

@@ -242,7 +242,7 @@ def global_grad_norm(module: nn.Module, layout: Layout, skip_tied_head: bool) ->
     collective per parameter. Under pipeline parallel the stages' sums are added, counting the
     tied embedding/LM-head gradient once.
     """
-    squares = torch.zeros((), dtype=torch.float64, device=layout.device)
+    plain: list[Tensor] = []
     sharded: dict[tuple, torch.Tensor] = {}
     for name, param in module.named_parameters():
         if param.grad is None or (skip_tied_head and name == "lm_head.weight"):
@@ -255,7 +255,11 @@ def global_grad_norm(module: nn.Module, layout: Layout, skip_tied_head: bool) ->
             key = (grad.device_mesh, tuple(grad.placements))
             sharded[key] = sharded.get(key, 0.0) + grad.to_local().double().pow(2).sum()
         else:
-            squares += grad.double().pow(2).sum()
+            plain.append(grad)
+    # Whole gradients: one fused norm per dtype (torch's own, as clip_grad_norm_ uses), combined in float64.
+    squares = torch.zeros((), dtype=torch.float64, device=layout.device)
+    if plain:
+        squares += torch.nn.utils.get_total_norm(plain, 2.0, foreach=True).double() ** 2
     for (mesh, placements), local in sharded.items():
         for dim, placement in enumerate(placements):
             if not placement.is_replicate():  # Shard, or FSDP's _StridedShard over tensor parallel

@@ -16,11 +16,11 @@ PLANTED = [
         tests=[RESUMED],
     ),
     Planted(
-        name="probe-draws-global-rng",
+        name="draw-between-restore-and-first-step",
         claim="nothing draws from the global RNG between restore and the first step",
-        file="src/lmforge/train/metrics.py",
-        find="    a = torch.randn(size, size, dtype=dtype, generator=private)\n",
-        replace="    a = torch.randn(size, size, dtype=dtype)\n",
+        file="src/lmforge/train/trainer.py",
+        find="        engine.module.train()\n",
+        replace="        engine.module.train()\n        torch.rand(1)\n",
         tests=[RESUMED],
     ),
     Planted(

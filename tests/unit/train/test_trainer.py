@@ -212,3 +212,61 @@ def test_compiled_module_follows_the_eager_trajectory(tmp_path):
         trainer = Trainer(engine, causal_lm(), OptimSettings(steps=4, batch_size=BATCH), None, None, {}, "t")
         losses[compiled] = [r["loss"] for r in trainer.fit(resume=None).history]
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_the_trainer_adds_its_regularisers_to_every_step(tmp_path):
+    """A strong pull to the initial weights keeps a run near them; the penalty is logged per step."""
+    moved = {}
+    for strength in (0.0, 1e3):
+        net = model(dtype=torch.float32)
+        start = {n: p.detach().clone() for n, p in net.named_parameters()}
+        plugs = PlugPoints(regularisers=[WeightPull.to_current(net, strength)])
+        history = make_trainer(net, causal_lm(), tmp_path / str(strength), plugs).fit(resume=None).history
+        assert len(history) == STEPS and all("penalty" in record for record in history)
+        moved[strength] = sum(float((p - start[n]).norm()) for n, p in net.named_parameters())
+    assert moved[1e3] < moved[0.0] / 3
+
+
+class Scripted:
+    """A monitor's evaluation that returns the given dev scores in turn (higher is better)."""
+
+    def __init__(self, scores: list[float]):
+        self.scores = iter(scores)
+
+    def __call__(self) -> dict[str, float]:
+        return {"accuracy": next(self.scores)}
+
+
+class WeightsAt:
+    """Step callback that keeps a copy of the weights after every step."""
+
+    name = "weights"
+
+    def __init__(self, net):
+        self.net, self.after = net, {}
+
+    def after_step(self, step, record, engine):
+        self.after[step] = {n: p.detach().clone() for n, p in self.net.named_parameters()}
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_early_stopping_keeps_the_best_weights_of_a_higher_is_better_metric(tmp_path):
+    """Dev accuracy 0.1 (start), 0.5, 0.9, 0.7, 0.6 at steps 2, 4, 6, 8; patience 2: the run stops at
+    step 8 and ends with the weights of step 4, the best."""
+    net = model(dtype=torch.float32)
+    engine = Engine(net, Layout.single(), BATCH, BATCH, bf16=False)
+    monitor = Monitor(Scripted([0.1, 0.5, 0.9, 0.7, 0.6, 0.9]), metric="accuracy", higher_is_better=True,
+                      on_plateau="stop", patience=2, keep_best=True)
+    weights = WeightsAt(net)
+    options = OptimSettings(steps=20, batch_size=BATCH, eval_every=2, checkpoint_every=2)
+    result = Trainer(engine, causal_lm(), options, monitor, tmp_path, {"test": 1}, "test",
+                     PlugPoints(callbacks=[weights])).fit(resume=None)
+    assert (result.steps, result.best_step, result.stopped_early) == (8, 4, True)
+    for name, p in net.named_parameters():
+        assert torch.equal(p, weights.after[4][name]), name

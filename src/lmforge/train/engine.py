@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -102,9 +103,9 @@ class Engine:
         self.scale = 1.0
         self.schedule = self.eval_schedule = self.tied = None
         if self.stage is not None:  # schedules set up their buffers for training or evaluation once
-            self.schedule, self.eval_schedule = (
-                build_schedule(self.stage, self.module, layout, local_batch, bf16, self._pipe_loss)
-                for _ in range(2))
+            schedule = partial(build_schedule, self.stage, self.module, layout, local_batch, bf16,
+                               self._pipe_loss)
+            self.schedule, self.eval_schedule = schedule(), schedule()
             self.tied = tied_group(layout)
 
     def compile(self) -> None:

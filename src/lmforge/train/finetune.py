@@ -24,6 +24,7 @@ from lmforge.config import to_dict
 from lmforge.data.tasks import infer_labels
 from lmforge.device import resolve_device
 from lmforge.model.bundle import load_bundle
+from lmforge.model.config import ModelConfig
 from lmforge.model.folder import save_model_folder
 from lmforge.model.heads import (
     ContrastiveEmbeddingHead,
@@ -153,16 +154,14 @@ def head_usage(task: TaskSettings, causal: bool, max_len: int) -> dict[str, Any]
             "label_column": d.label_column, "k": task.k}
 
 
-def merged_spec(source: dict[str, Any], new: dict[str, Any],
-                usage: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """heads.json of an output folder: the source's entries (with their usage), then the new heads'."""
-    spec = {**source, **new}
-    for name, entry in source.items():
-        if "usage" in entry:
-            spec[name] = {**spec[name], "usage": entry["usage"]}
-    for name, settings in usage.items():
-        spec[name] = {**spec[name], "usage": settings}
-    return spec
+def output_spec(source: dict[str, Any], heads: torch.nn.ModuleDict, new: list[TaskSplits], causal: bool,
+                max_len: int) -> dict[str, Any]:
+    """heads.json of an output folder: the source's entries as they were, then each new head's
+    entry with its label names and how it was trained."""
+    fresh = torch.nn.ModuleDict({t.settings.name: heads[t.settings.name] for t in new})
+    entries = heads_spec(fresh, {t.settings.name: t.labels for t in new})
+    usage = {t.settings.name: head_usage(t.settings, causal, max_len) for t in new}
+    return {**source, **{name: {**entry, "usage": usage[name]} for name, entry in entries.items()}}
 
 
 def checkpoint_root(out: Path) -> Path:
@@ -182,10 +181,10 @@ def build_engine(model: MultiTaskModel, settings: FinetuneOptim, layout: Layout)
     return engine
 
 
-def final_model(root: Path, backbone: Transformer, spec: dict[str, Any]) -> MultiTaskModel:
+def final_model(root: Path, config: ModelConfig, spec: dict[str, Any]) -> MultiTaskModel:
     """The best (or last) weights of a run, gathered whole from its checkpoint, on the CPU."""
     best = latest_checkpoint(root / "best") or latest_checkpoint(root)
-    model = MultiTaskModel(Transformer(backbone.config), build_heads(spec, backbone.config.d_model))
+    model = MultiTaskModel(Transformer(config), build_heads(spec, config.d_model))
     model.load_state_dict(read_weights(best))
     return model.eval()
 
@@ -207,16 +206,13 @@ def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | 
     seed_everything(cfg.seed)
     source = load_bundle(cfg.model)
     source.model.train()
-    max_len = cfg.max_len or source.model.config.seq_len
+    max_len = cfg.max_len or source.config.seq_len
     task = TaskSplits.read(cfg, source.tokenizer, max_len, cfg.seed)
     heads = source.heads
     heads[cfg.name] = new_head(cfg, source.config.d_model, len(task.labels))
     plugs = plugs or PlugPoints()
     model = apply_transforms(MultiTaskModel(source.model, heads, causal=cfg.causal), plugs.transforms)
-    labels = {name: entry["labels"] for name, entry in source.spec.items() if "labels" in entry}
-    labels[cfg.name] = task.labels
-    usage = {cfg.name: head_usage(cfg, cfg.causal, max_len)}
-    spec = merged_spec(source.spec, heads_spec(heads, labels), usage)
+    spec = output_spec(source.spec, heads, [task], cfg.causal, max_len)
     n_train = len(task.splits["train"].encoded.ids)
     steps = math.ceil(cfg.epochs * n_train / cfg.batch_size) if cfg.epochs else cfg.steps
     settings = cfg.model_copy(update={"steps": steps})
@@ -227,9 +223,9 @@ def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | 
     metric = dev_metric(cfg.task, cfg.k)
     monitor = Monitor(lambda: task.score(engine.module, "dev", source.tokenizer, max_len), metric=metric,
                       higher_is_better=True, on_plateau="stop", patience=cfg.patience, keep_best=True)
-    out = cfg.out or cfg.model.parent / f"{cfg.model.name}-{cfg.name}"
+    out = cfg.output
     root = checkpoint_root(out)
-    architecture = {"model": to_dict(source.model.config), "heads": spec}
+    architecture = {"model": to_dict(source.config), "heads": spec}
     result = Trainer(engine, objective, settings, monitor, root, architecture, f"finetune {cfg.name}",
                      plugs).fit(resume)
     metrics: dict[str, Any] = {"task": cfg.task, "steps": result.steps, "best_step": result.best_step,
@@ -242,7 +238,7 @@ def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | 
                                         for name in ("dev", "test") if name in task.splits}
     if layout.rank == 0:
         d = cfg.data
-        final = final_model(root, source.model, spec)
+        final = final_model(root, source.config, spec)
         save_model_folder(out, final.backbone, source.config, cfg.model, spec, config_used=to_dict(cfg),
                           stage="finetune", head_modules=final.heads,
                           parents=[cfg.model, *(p for p in (d.train, d.dev, d.test) if p)],

@@ -87,6 +87,11 @@ class FinetuneConfig(TaskSettings, FinetuneOptim):
     patience: int = Field(3, gt=0)
     """Stop after this many dev evaluations without a new best (accuracy / entity F1 / recall@k)."""
 
+    @property
+    def output(self) -> Path:
+        """`out`, or the source folder's name + '-' + head name, beside it."""
+        return self.out or self.model.parent / f"{self.model.name}-{self.name}"
+
 
 class MultitaskConfig(FinetuneOptim):
     """`lmforge multitask CONFIG`: one backbone, one head per task, GradNorm or equal task weights."""

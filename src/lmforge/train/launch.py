@@ -73,8 +73,7 @@ def run_dir(cfg: Config) -> Path:
     """The folder a launch writes its resolved config to: the run's checkpoint folder."""
     if isinstance(cfg, PretrainConfig):
         return cfg.out / "checkpoints" / cfg.name
-    out = cfg.out or cfg.model.parent / f"{cfg.model.name}-{cfg.name}"
-    return checkpoint_root(out)
+    return checkpoint_root(cfg.output if isinstance(cfg, FinetuneConfig) else cfg.out)
 
 
 def launch(stage: str, cfg: Config, nproc: int, resume: str) -> int:

@@ -24,7 +24,7 @@ from lmforge.device import resolve_device
 from lmforge.model.bundle import load_bundle
 from lmforge.model.folder import save_model_folder
 from lmforge.model.gradnorm import FixedWeights, GradNorm
-from lmforge.model.heads import MultiTaskModel, heads_spec, shared_layer
+from lmforge.model.heads import MultiTaskModel, shared_layer
 from lmforge.parallel import Layout
 from lmforge.train.finetune import (
     TaskSplits,
@@ -32,9 +32,8 @@ from lmforge.train.finetune import (
     checkpoint_root,
     dev_metric,
     final_model,
-    head_usage,
-    merged_spec,
     new_head,
+    output_spec,
 )
 from lmforge.train.finetune_config import MultitaskConfig
 from lmforge.train.task_metrics import majority_baseline
@@ -73,7 +72,7 @@ def multitask(cfg: MultitaskConfig, resume: str | None = "auto", layout: Layout 
         heads[t.settings.name] = new_head(t.settings, source.config.d_model, len(t.labels))
     plugs = plugs or PlugPoints()
     model = apply_transforms(MultiTaskModel(source.model, heads, causal=cfg.causal), plugs.transforms)
-    spec = _spec(source.spec, heads, tasks, cfg, max_len)
+    spec = output_spec(source.spec, heads, tasks, cfg.causal, max_len)
     engine = build_engine(model, cfg, layout)
     local = cfg.batch_size // layout.settings.dp
     names = [t.settings.name for t in tasks]
@@ -103,7 +102,7 @@ def multitask(cfg: MultitaskConfig, resume: str | None = "auto", layout: Layout 
     log = _log(result.history, names, cfg.log_every)
     outcome = MultitaskResult(dev, baseline, dict(zip(names, balancer.weights, strict=True)), log, cfg.out)
     if layout.rank == 0:
-        final = final_model(root, source.model, spec)
+        final = final_model(root, source.config, spec)
         metrics = {"dev": dev, "majority_baseline": baseline, "weights": outcome.weights}
         files = [p for t in cfg.tasks for p in (t.data.train, t.data.dev, t.data.test) if p]
         save_model_folder(cfg.out, final.backbone, source.config, cfg.model, spec, config_used=to_dict(cfg),
@@ -124,15 +123,6 @@ def _sum_over_replicas(layout: Layout) -> Callable[[Tensor], Tensor] | None:
         return share
 
     return add
-
-
-def _spec(source: dict[str, Any], heads: Any, tasks: list[TaskSplits], cfg: MultitaskConfig,
-          max_len: int) -> dict[str, Any]:
-    """heads.json: the source's entries, then every new head with its labels and how it was trained."""
-    labels = {name: entry["labels"] for name, entry in source.items() if "labels" in entry}
-    labels.update({t.settings.name: t.labels for t in tasks})
-    return merged_spec(source, heads_spec(heads, labels),
-                       {t.settings.name: head_usage(t.settings, cfg.causal, max_len) for t in tasks})
 
 
 def _log(history: list[dict[str, Any]], names: list[str], every: int) -> list[dict[str, Any]]:

@@ -35,14 +35,14 @@ from lmforge.train.task_metrics import majority_baseline
 RESULTS = Path(__file__).parent / "results" / "finetune_quality.md"
 
 
-def pretrained_model(data: Path, root: Path, steps: int) -> Path:
-    """The `tiny` preset pretrained for `steps` on WikiText-2 valid + the built-in corpus."""
+def pretrained_model(data: Path, root: Path, steps: int, preset: str = "tiny") -> Path:
+    """`preset` pretrained for `steps` on WikiText-2 valid + the built-in corpus."""
     corpus = root / "corpus"
     generate_corpus(corpus, seed=1, size_mb=1.0)
     sources = [data / "wikitext2/tokens/valid.txt", corpus]
     tokenizer = run_train(TokenizerTrainConfig(data=sources, vocab_size=4096, out=root / "tokenizer"))
     tokens = run_pack(PackConfig(data=sources, tokenizer=tokenizer, out=root / "tokens", val_fraction=0.05))
-    cfg = PretrainConfig(name="base", out=root / "runs", model={"preset": "tiny"},
+    cfg = PretrainConfig(name="base", out=root / "runs", model={"preset": preset},
                          data={"tokens": tokens, "tokenizer": tokenizer},
                          train={"steps": steps, "batch_size": 16, "lr": 3e-3, "eval_every": steps,
                                 "eval_segments": 4, "checkpoint_every": steps, "log_every": 50})

@@ -66,3 +66,28 @@ def _tiny_pretrain_config(corpus: dict[str, Path], out: Path, **train):
         data={"tokens": corpus["tokens"], "tokenizer": corpus["tokenizer"]},
         train=settings,
     )
+
+
+@pytest.fixture(scope="session")
+def lm_folder(pretrain_config, tmp_path_factory) -> Path:
+    """A pretrained causal-LM model folder (xl positions, memory on, dropout on as shipped)."""
+    from lmforge.train import pretrain
+
+    cfg = pretrain_config(tmp_path_factory.mktemp("lm"), steps=30)
+    cfg.model = cfg.model.model_copy(update={"seq_len": 32, "mem_len": 32})
+    return pretrain(cfg, resume=None).model_dir
+
+
+@pytest.fixture(scope="session")
+def classifier_folder(lm_folder, shared_data, tmp_path_factory) -> dict[str, Path]:
+    """`lm_folder` fine-tuned on 600 SST-2 rows: {"model": folder, "train": rows, "test": SST-2 test}."""
+    from lmforge.train.finetune import finetune
+    from lmforge.train.finetune_config import FinetuneConfig
+
+    tmp = tmp_path_factory.mktemp("classifier")
+    with (shared_data / "sst2/dev.tsv").open(encoding="utf-8") as f:
+        (tmp / "train.tsv").write_text("".join(line for _, line in zip(range(601), f, strict=False)))
+    cfg = FinetuneConfig(model=lm_folder, task="classify", out=tmp / "model", steps=60, eval_every=30,
+                         max_len=32, data={"train": tmp / "train.tsv", "text_column": "sentence"})
+    test = shared_data / "sst2/test.tsv"
+    return {"model": finetune(cfg).model_dir, "train": tmp / "train.tsv", "test": test}

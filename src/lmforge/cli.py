@@ -218,6 +218,127 @@ def multitask_cmd(config: ConfigArg = None, set_: SetOpt = None, print_config: P
     typer.echo(f"model folder: {result.model_dir}")
 
 
+@app.command("quantize")
+@guarded
+def quantize_cmd(
+    model: Annotated[Path, typer.Argument(help="Source model folder (float weights).")],
+    method: Annotated[str, typer.Option("--method", help="dynamic, weight-only, static or qat.")] = "dynamic",
+    bits: Annotated[int, typer.Option("--bits", help="Weight bits: 8, or 4 with weight-only.")] = 8,
+    embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings",
+                                             help="Also quantise the token embedding and LM head.")] = False,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration data (default: the "
+                                                               "model's training data).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output model folder.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False,
+) -> None:
+    """Quantise a model folder to INT8 (or INT4 weight-only): a model folder that loads like any other."""
+    from lmforge.compress.quantize import QuantizeConfig, quantize
+    from lmforge.config import commented_yaml, load
+
+    cfg = load(QuantizeConfig, None, set_, given(model=model, method=method, bits=bits, embeddings=embeddings,
+                                                 calib=calib, out=out))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    result = quantize(cfg)
+    check, size = result.metrics["check"], result.metrics["size"]
+    typer.echo(f"weights {size['float_bytes'] / 1e6:.2f} MB -> {size['quantized_bytes'] / 1e6:.2f} MB "
+               f"({size['ratio']:.2f}x smaller)")
+    typer.echo(f"against the float model on {check['tokens']} tokens: argmax agreement "
+               f"{check['argmax_agreement']:.3f}, max |logit diff| {check['max_abs_diff']:.4f}")
+    typer.echo(f"model folder: {result.model_dir}")
+
+
+@app.command("distill")
+@guarded
+def distill_cmd(
+    teacher: Annotated[Path, typer.Option("--teacher", help="Teacher model folder (a causal LM, or a "
+                                                            "classify fine-tune).")],
+    student: Annotated[str, typer.Option("--student", help="Preset name (tiny, small, ...) or a model "
+                                                           "folder to start from.")],
+    task: Annotated[str | None, typer.Option("--task", help="lm (default) or classify.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="lm: packed token folder (default: the "
+                                                             "teacher's); classify: training file.")] = None,
+    dev: Annotated[Path | None, typer.Option(help="classify: dev file (default: 10% of train).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output model folder.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML distill config.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False, resume: ResumeOpt = "auto",
+) -> None:
+    """Distil a teacher model folder into a smaller student (soft targets at temperature tau, hidden
+    states, hard labels); writes the student's model folder with metrics.json."""
+    from lmforge.compress.distill import distill
+    from lmforge.compress.distill_config import DistillConfig
+    from lmforge.config import commented_yaml, load
+
+    cfg = load(DistillConfig, config, set_, given(teacher=teacher, student=student, task=task, data=data,
+                                                  dev=dev, out=out))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    result = distill(cfg, resume=None if resume == "none" else resume)
+    for who, metrics in (("student", result.dev), ("teacher", result.teacher_dev)):
+        typer.echo(f"{who} dev: " + ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
+    typer.echo(f"agreement with the teacher: {result.agreement['agreement']:.4f} (top-1), "
+               f"KL {result.agreement['kl']:.4f}")
+    typer.echo(f"model folder: {result.model_dir}")
+
+
+@app.command("prune")
+@guarded
+def prune_cmd(
+    model: Annotated[Path, typer.Argument(help="Source model folder.")],
+    sparsity: Annotated[float, typer.Option(help="Share to remove, in (0, 1): of the block weights "
+                                                 "(unstructured), of all heads, or of all MLP neurons.")],
+    mode: Annotated[str, typer.Option(help="unstructured, heads or ffn.")],
+    data: Annotated[Path | None, typer.Option(help="Training data: packed token folder (LM) or task file "
+                                                   "(default: what the model's manifest records).")] = None,
+    l1: Annotated[float | None, typer.Option(help="L1 penalty strength (0: none).")] = None,
+    steps: Annotated[int | None, typer.Option(help="L1 fine-tuning steps before pruning (0: none).")] = None,
+    head: Annotated[str | None, typer.Option(help="Head to prune for (default: the task head).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output model folder.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False,
+) -> None:
+    """L1-regularised fine-tuning, then magnitude (unstructured) or head / MLP-neuron (structured) pruning;
+    writes a model folder whose config says the new shapes, with metrics.json."""
+    from lmforge.compress.prune import prune
+    from lmforge.compress.prune_config import PruneConfig
+    from lmforge.config import commented_yaml, load
+
+    cfg = load(PruneConfig, None, set_, given(model=model, sparsity=sparsity, mode=mode, data=data, l1=l1,
+                                              steps=steps, head=head, out=out))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    m = prune(cfg).metrics
+    before, tuned, after = (m["dev"][when][m["metric"]] for when in ("before", "after_l1", "after"))
+    typer.echo(f"dev {m['metric']}: {before:.4f} before, {tuned:.4f} after L1 fine-tuning, {after:.4f} "
+               "pruned")
+    typer.echo(f"sparsity {m['sparsity']:.3f} (asked {m['sparsity_asked']})"
+               + (f"; kept per layer: {m['kept']}" if "kept" in m else ""))
+    size, params = m["size_bytes"], m["parameters"]
+    typer.echo(f"parameters {params['before']:,} -> {params['after']:,}; model.safetensors "
+               f"{size['before'] / 1e6:.2f} MB -> {size['after'] / 1e6:.2f} MB")
+    typer.echo(f"model folder: {cfg.output}")
+
+
+@app.command("compress-report")
+@guarded
+def compress_report_cmd(
+    models: Annotated[list[Path], typer.Argument(help="The float model folder, then its variants.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Labelled file to score task heads on.")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved timing rounds (median).")] = 7,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder.")] = None,
+) -> None:
+    """Size, peak memory, latency, throughput and quality of every variant against the float model."""
+    from lmforge.compress.report import ReportConfig, compress_report
+    from lmforge.config import load
+
+    cfg = load(ReportConfig, None, None, given(models=models, data=data, rounds=rounds, out=out))
+    compress_report(cfg)
+    typer.echo((cfg.output / "report.md").read_text(), nl=False)
+    typer.echo(f"report: {cfg.output / 'report.html'}")
+
+
 @app.command("evaluate")
 @guarded
 def evaluate_cmd(
@@ -232,6 +353,27 @@ def evaluate_cmd(
 
     for name, value in evaluate(model, task, data, head, device=device).items():
         typer.echo(f"{name}: {value:.4f}")
+
+
+@app.command("export")
+@guarded
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="Model folder.")],
+    format_: Annotated[str, typer.Option("--format", help="onnx, onnx-int8 (ONNX Runtime dynamic INT8), "
+                                         "torchscript (deprecated by PyTorch; for libtorch servers), triton "
+                                         "(ONNX Runtime + PyTorch backends) or executorch (extra "
+                                         "'executorch').")],
+    out: Annotated[Path | None, typer.Option(help="Output folder; must not exist (default: "
+                                                  "MODEL/../../exports/<model name>/<format>).")] = None,
+    head: Annotated[str | None, typer.Option(help="Head to export (default: the only task head, else the "
+                                                  "language model).")] = None,
+) -> None:
+    """Export a model folder for serving, checked against PyTorch on several shapes (figures in the
+    folder's verification.json); the language model takes and returns its recurrence memory."""
+    from lmforge.export.run import export_model
+
+    for line in export_model(model, format_, out, head).lines():
+        typer.echo(line)
 
 
 @tokenizer_app.command("train")

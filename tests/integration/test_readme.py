@@ -48,6 +48,10 @@ TINY = {  # verb -> overrides appended to the README's command
     "finetune": "--set steps=2 --set batch_size=4 --set eval_every=2 --set max_len=16",
     "multitask": "--set steps=2 --set batch_size=4 --set eval_every=2 --set max_len=16",
     "generate": "--max-tokens 4",
+    "quantize": "--set qat_steps=2 --set samples=8",
+    "distill": "--set steps=2 --set batch_size=4 --set eval_every=2",
+    "prune": "--steps 2 --set batch_size=4 --set importance_batches=1",
+    "compress-report": "--rounds 1",
 }
 HEAD_LINES = 1000
 """Lines kept of each shared dataset the README names."""

@@ -51,6 +51,10 @@ class ModelBundle:
         """Backbone + heads, attending the way head `head` was trained."""
         return MultiTaskModel(self.model, self.heads, causal=self.usage(head).get("causal", False))
 
+    def task_head(self) -> str | None:
+        """The first head with a module of its own (classify, ner, embed), or None for an LM-only folder."""
+        return next((name for name, e in self.spec.items() if e["task"] not in LM_TASKS), None)
+
     def lm_task(self) -> str | None:
         """"causal_lm" or "masked_lm" when the folder has an LM head, else None."""
         return next((e["task"] for e in self.spec.values() if e["task"] in LM_TASKS), None)

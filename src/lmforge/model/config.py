@@ -27,6 +27,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 """The guide's size table (hidden 768/1024/1536) plus two sizes that train in minutes on a CPU."""
 
 
+QuantMethod = Literal["dynamic", "weight-only", "static", "qat"]
+
+
+class Quantization(Config):
+    """How a model folder's weights were quantised; `model/quantized.py` rebuilds the modules from it."""
+
+    method: QuantMethod
+    """dynamic: INT8 weights, activations quantised per token at run time; weight-only: INT8/INT4
+    weights, float activations; static: INT8 weights and activations with calibrated scales; qat:
+    fine-tuned with fake quantisation, then stored as dynamic."""
+    bits: Literal[8, 4] = 8
+    """Weight bits; 4 only for weight-only (grouped scales)."""
+    group_size: int = Field(32, gt=0)
+    """Weights per scale for 4-bit weights."""
+    embeddings: bool = False
+    """Also quantise the token embedding and the LM head (then untied): the largest matrices of a
+    small model, so the size changes most, and generation quality the most too."""
+    act_scales: dict[str, float] = {}
+    """static: each block linear's calibrated input scale (absmax / 127), by module name."""
+
+    @model_validator(mode="after")
+    def _check_bits(self) -> Quantization:
+        if self.bits == 4 and self.method != "weight-only":
+            raise ValueError(f"4-bit weights are weight-only; {self.method} quantisation is 8-bit")
+        return self
+
+
 class ModelConfig(Config):
     """Transformer-XL-style backbone: sizes, segment/memory lengths and position encoding."""
 
@@ -55,6 +82,13 @@ class ModelConfig(Config):
     """Position encoding: 'xl' (relative, Dai et al. 2019), 'absolute' (learned) or 'rotary'."""
     layer_norm_eps: float = Field(1e-5, gt=0.0)
     """Epsilon of every LayerNorm."""
+    layer_heads: list[int] | None = None
+    """Attention heads kept in each block after structured pruning; None = n_heads everywhere.
+    The head width stays d_model/n_heads, so a pruned head's slices simply disappear."""
+    layer_d_ff: list[int] | None = None
+    """MLP hidden width of each block after structured pruning; None = d_ff everywhere."""
+    quantization: Quantization | None = None
+    """Set on a quantised model folder (`lmforge quantize`); None: float weights."""
 
     @model_validator(mode="before")
     @classmethod
@@ -72,11 +106,23 @@ class ModelConfig(Config):
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.position == "rotary" and self.head_dim % 2:
             raise ValueError(f"rotary positions need an even head dim; d_model/n_heads = {self.head_dim}")
+        for name in ("layer_heads", "layer_d_ff"):
+            values = getattr(self, name)
+            if values is not None and (len(values) != self.n_layers or min(values) < 1):
+                raise ValueError(f"{name} needs one value >= 1 per layer ({self.n_layers}); got {values}")
         return self
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def heads_at(self, layer: int) -> int:
+        """Attention heads of block `layer`."""
+        return self.n_heads if self.layer_heads is None else self.layer_heads[layer]
+
+    def d_ff_at(self, layer: int) -> int:
+        """MLP hidden width of block `layer`."""
+        return self.d_ff if self.layer_d_ff is None else self.layer_d_ff[layer]
 
     @property
     def context_len(self) -> int:

@@ -29,6 +29,7 @@ from lmforge.artifacts import (
 )
 from lmforge.model.config import ModelConfig
 from lmforge.model.heads import build_heads
+from lmforge.model.quantized import load_quantized, quantize_backbone, save_quantized
 from lmforge.model.xl import Transformer
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "heads.json")
@@ -49,7 +50,10 @@ def save_model_folder(path: str | Path, model: Transformer, config: ModelConfig,
     path = Path(path)
     with atomic_dir(path, overwrite=True) as tmp:
         atomic_write_json(tmp / "config.json", config.model_dump(mode="json", exclude={"preset"}))
-        save_safetensors(model, str(tmp / "model.safetensors"))
+        if config.quantization is None:
+            save_safetensors(model, str(tmp / "model.safetensors"))
+        else:
+            save_quantized(model, tmp / "model.safetensors")
         if head_modules is not None and len(head_modules):
             save_safetensors(head_modules, str(tmp / HEAD_WEIGHTS))
         for name, content in (files or {}).items():
@@ -75,11 +79,15 @@ def read_model_config(path: str | Path) -> ModelConfig:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """Build the architecture from config.json and load the weights, strictly."""
+    """Build the architecture from config.json (quantised modules too) and load the weights, strictly."""
     path = Path(path)
-    model = Transformer(read_model_config(path))
+    config = read_model_config(path)
+    model = Transformer(config)
     try:
-        load_safetensors(model, str(path / "model.safetensors"), strict=True, device=str(device))
+        if config.quantization is None:
+            load_safetensors(model, str(path / "model.safetensors"), strict=True, device=str(device))
+        else:
+            load_quantized(quantize_backbone(model, config.quantization), path / "model.safetensors", device)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise ArtifactError(f"{path / 'model.safetensors'}: weights do not fit config.json "

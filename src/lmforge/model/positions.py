@@ -79,15 +79,17 @@ class AttentionCore(Protocol):
 class RelativeAttention(nn.Module):
     """Transformer-XL attention: content terms (a)+(c) and position terms (b)+(d) of Dai et al.
 
-    Explicit score matrices: the position term has no fused-kernel path.
+    Explicit score matrices: the position term has no fused-kernel path. W_r's output rows and
+    u, v are per head, so a layer with `n_heads` heads (after head pruning) holds only theirs.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, n_heads: int | None = None):
         super().__init__()
         self.head_dim = config.head_dim
-        self.r_proj = nn.Linear(config.d_model, config.d_model, bias=False)
-        self.u = nn.Parameter(torch.zeros(config.d_model))
-        self.v = nn.Parameter(torch.zeros(config.d_model))
+        width = (n_heads or config.n_heads) * config.head_dim
+        self.r_proj = nn.Linear(config.d_model, width, bias=False)
+        self.u = nn.Parameter(torch.zeros(width))
+        self.v = nn.Parameter(torch.zeros(width))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool,
                 dropout_p: float) -> Tensor:
@@ -95,7 +97,7 @@ class RelativeAttention(nn.Module):
         # Distances klen-1 .. 0 suffice when no query looks ahead; otherwise down to -(T-1).
         lowest = 0 if causal else 1 - t
         distances = torch.arange(klen - 1, lowest - 1, -1, device=q.device)
-        r = self.r_proj(sinusoid(distances, self.r_proj.in_features, self.r_proj.weight.dtype))
+        r = self.r_proj(sinusoid(distances, self.r_proj.in_features, self.u.dtype))
         r = r.view(r.size(0), -1, self.head_dim).permute(1, 2, 0)  # [H, dh, R]
 
         scale = self.head_dim**-0.5
@@ -113,7 +115,7 @@ class RelativeAttention(nn.Module):
 class RotaryAttention(nn.Module):
     """Rotates q and k by their absolute index, then fused scaled-dot-product attention."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, n_heads: int | None = None):  # no parameters, any heads
         super().__init__()
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool,
@@ -127,7 +129,7 @@ class RotaryAttention(nn.Module):
 class PlainAttention(nn.Module):
     """Position-free attention, for absolute positions that are already in the input."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, n_heads: int | None = None):  # no parameters, any heads
         super().__init__()
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, causal: bool,

@@ -33,15 +33,17 @@ class ModelOutput:
 
 
 class Attention(nn.Module):
-    """Multi-head attention of the current segment over cat(memory, segment)."""
+    """Multi-head attention of the current segment over cat(memory, segment), with `n_heads` heads
+    of width d_model/config.n_heads (fewer than config.n_heads after head pruning)."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, n_heads: int):
         super().__init__()
-        d = config.d_model
+        d, width = config.d_model, n_heads * config.head_dim
         self.head_dim = config.head_dim
         self.attn_dropout = config.attn_dropout
-        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d) for _ in range(4))
-        self.core: AttentionCore = ATTENTION_CORES[config.position](config)
+        self.wq, self.wk, self.wv = (nn.Linear(d, width) for _ in range(3))
+        self.wo = nn.Linear(width, d)
+        self.core: AttentionCore = ATTENTION_CORES[config.position](config, n_heads)
 
     def forward(self, h: Tensor, n_query: int, mask: Tensor | None, causal: bool) -> Tensor:
         """h: [B, K, D] normalised memory + segment; the last `n_query` rows are the queries."""
@@ -57,24 +59,24 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, d_ff: int):
         super().__init__()
-        self.w_in = nn.Linear(config.d_model, config.d_ff)
-        self.w_out = nn.Linear(config.d_ff, config.d_model)
+        self.w_in = nn.Linear(config.d_model, d_ff)
+        self.w_out = nn.Linear(d_ff, config.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w_out(F.gelu(self.w_in(x)))
 
 
 class Block(nn.Module):
-    """Pre-LN block: x + Attn(LN(mem ‖ x)), then x + MLP(LN(x))."""
+    """Pre-LN block `layer`: x + Attn(LN(mem ‖ x)), then x + MLP(LN(x)), at the layer's widths."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.attn = Attention(config)
+        self.attn = Attention(config, config.heads_at(layer))
         self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, config.d_ff_at(layer))
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, mem: Tensor | None, mask: Tensor | None, causal: bool) -> Tensor:
@@ -95,7 +97,7 @@ class Transformer(nn.Module):
         if config.position == "absolute":
             self.pos_emb = nn.Embedding(config.context_len, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         # The LM head is its own module (so parallelism can shard it) sharing the embedding matrix.
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)

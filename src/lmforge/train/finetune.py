@@ -23,7 +23,7 @@ from lmforge.artifacts import atomic_write_json
 from lmforge.config import to_dict
 from lmforge.data.tasks import infer_labels
 from lmforge.device import resolve_device
-from lmforge.model.bundle import load_bundle
+from lmforge.model.bundle import ModelBundle, load_bundle
 from lmforge.model.config import ModelConfig
 from lmforge.model.folder import save_model_folder
 from lmforge.model.heads import (
@@ -70,6 +70,13 @@ def new_head(task: TaskSettings, d_model: int, n_labels: int) -> torch.nn.Module
     return ContrastiveEmbeddingHead(d_model, task.dim, task.temperature)
 
 
+def continues_head(entry: dict[str, Any] | None, task: str, labels: list[str]) -> bool:
+    """Whether the source folder's head of the same name is trained further rather than replaced:
+    same task and the same labels in the same order (quantisation-aware and incremental training
+    start from a fine-tuned head; another label set needs a fresh one)."""
+    return entry is not None and entry["task"] == task and entry.get("labels", []) == labels
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, head: str, task: str, data: Encoded) -> list[Any]:
     """Per example: class id (classify), per-token tag ids (ner) or a unit embedding (embed).
@@ -78,7 +85,7 @@ def predict(model: torch.nn.Module, head: str, task: str, data: Encoded) -> list
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))  # ONNX Runtime: none
     out: list[Any] = []
     for start in range(0, len(data.ids), EVAL_BATCH):
         rows = range(start, min(start + EVAL_BATCH, len(data.ids)))
@@ -209,7 +216,8 @@ def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | 
     max_len = cfg.max_len or source.config.seq_len
     task = TaskSplits.read(cfg, source.tokenizer, max_len, cfg.seed)
     heads = source.heads
-    heads[cfg.name] = new_head(cfg, source.config.d_model, len(task.labels))
+    if not continues_head(source.spec.get(cfg.name), cfg.task, task.labels):
+        heads[cfg.name] = new_head(cfg, source.config.d_model, len(task.labels))
     plugs = plugs or PlugPoints()
     model = apply_transforms(MultiTaskModel(source.model, heads, causal=cfg.causal), plugs.transforms)
     spec = output_spec(source.spec, heads, [task], cfg.causal, max_len)
@@ -250,15 +258,28 @@ def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | 
 def evaluate(model_folder: str | Path, task: str, data: str | Path, head: str | None = None,
              text_column: str | int | None = None, label_column: str | int | None = None,
              device: str = "auto") -> dict[str, float]:
-    """Score a fine-tuned model folder's head on a data file and merge the result into its metrics.json.
-
-    Attention direction, truncation, k and (unless given) the columns are those the head was
-    trained with, read from its heads.json entry, so every head of a multi-task folder is
-    scored its own way.
-    """
+    """Score a fine-tuned model folder's head on a data file and merge the result into its metrics.json."""
     data = Path(data)
     bundle = load_bundle(model_folder, resolve_device(device))
     head = head or task
+    metrics = score_file(bundle, head, task, data, text_column, label_column)
+    metrics_file = bundle.folder / "metrics.json"
+    recorded = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    recorded.setdefault("evaluations", {}).setdefault(head, {})[str(data.resolve())] = metrics
+    atomic_write_json(metrics_file, recorded)
+    return metrics
+
+
+def score_file(bundle: ModelBundle, head: str, task: str, data: Path, text_column: str | int | None = None,
+               label_column: str | int | None = None,
+               model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Score head `head` of `bundle` on a data file.
+
+    Attention direction, truncation, k and (unless given) the columns are those the head was
+    trained with, read from its heads.json entry, so every head of a multi-task folder is
+    scored its own way. `model` replaces the bundle's own task model: another runtime of the
+    same head (ONNX Runtime, say), called as `model(head, idx, mask) -> (loss, outputs)`.
+    """
     entry = bundle.head(head, task)
     usage = bundle.usage(head)
     max_len = usage.get("max_len", bundle.config.seq_len)
@@ -267,10 +288,5 @@ def evaluate(model_folder: str | Path, task: str, data: str | Path, head: str | 
     examples = read_examples(data, task, text_column, label_column)
     label_set = entry.get("labels", [])
     split = Split(examples, encode_examples(bundle.tokenizer, examples, task, label_set, max_len))
-    metrics = score(bundle.task_model(head), head, task, split, label_set, bundle.tokenizer, max_len,
-                    usage.get("k", 1))
-    metrics_file = bundle.folder / "metrics.json"
-    recorded = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    recorded.setdefault("evaluations", {}).setdefault(head, {})[str(data.resolve())] = metrics
-    atomic_write_json(metrics_file, recorded)
-    return metrics
+    return score(model or bundle.task_model(head), head, task, split, label_set, bundle.tokenizer, max_len,
+                 usage.get("k", 1))

@@ -159,3 +159,16 @@ def _validation_batches(cfg: PretrainConfig, layout: Layout, model_config: Model
 def _rows(batches: SegmentBatches, dp: int) -> tuple[int, int]:
     """(first row, global rows) of this rank's slice of `batches`."""
     return batches.rows.start, len(batches.rows) * dp
+
+
+def perplexity(model: Transformer, tokens: Path, segments: int, batch_size: int = 8) -> dict[str, float]:
+    """Causal-LM loss and perplexity of `model` (on its device) over the validation split of a packed
+    token folder, read in order with memory, as pretraining's own evaluation reads it."""
+    device = next(model.parameters()).device
+    engine = Engine(model, Layout.single(device), batch_size, batch_size, bf16=False)
+    stream = TokenStream(tokens, "val")
+    batch = max(1, min(batch_size, len(stream) // (model.config.seq_len + 1)))
+    result = evaluate_lm(engine, SegmentBatches(stream, batch, model.config.seq_len), Objective("causal"),
+                         segments, (0, batch))
+    model.eval()
+    return result

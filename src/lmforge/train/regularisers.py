@@ -7,9 +7,14 @@ and elastic weight consolidation (F = the diagonal Fisher of the old task) share
 
 the convention of Kirkpatrick et al. (2017) with the 1/2, so that `strength` is their lambda
 and the penalty's gradient is strength * F * (theta - theta*).
+
+`L1Penalty` is the sparsity penalty that pruning's fine-tuning adds (strength * sum |w|). It is
+not L1 magnitude pruning: it only pushes weights towards zero; pruning removes them afterwards.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -54,3 +59,26 @@ class WeightPull:
             term = (square if weight is None else square * weight).sum()
             terms.append(term.full_tensor() if isinstance(term, DTensor) else term)
         return 0.5 * self.strength * torch.stack(terms).sum()
+
+
+class L1Penalty:
+    """strength * sum |w| over the parameters whose name `select` accepts: the sparsity-inducing
+    penalty that precedes magnitude pruning: its gradient strength * sign(w) pulls every selected
+    weight towards zero equally hard whatever its size, so weights the loss does not need reach it
+    (where an L2 pull fades as they shrink) and removing them afterwards costs less.
+
+    Names are the unwrapped module's (`backbone.blocks.0.attn.wq.weight` under a task model), so
+    select by suffix to cover both a bare backbone and a task model.
+    """
+
+    def __init__(self, strength: float, select: Callable[[str], bool]):
+        self.strength = strength
+        self.select = select
+
+    def __call__(self, module: nn.Module) -> Tensor:
+        terms = []
+        for name, param in module.named_parameters():
+            if self.select(name):
+                term = param.abs().sum()
+                terms.append(term.full_tensor() if isinstance(term, DTensor) else term)
+        return self.strength * torch.stack(terms).sum()

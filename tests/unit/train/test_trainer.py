@@ -270,3 +270,36 @@ def test_early_stopping_keeps_the_best_weights_of_a_higher_is_better_metric(tmp_
     assert (result.steps, result.best_step, result.stopped_early) == (8, 4, True)
     for name, p in net.named_parameters():
         assert torch.equal(p, weights.after[4][name]), name
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
+    """Killed after its last checkpoint (the stop), before its model folder was written: resuming must
+    not train on past the early stop."""
+    def run(resume):
+        net = model(dtype=torch.float32)
+        monitor = Monitor(Scripted([0.1, 0.5, 0.9, 0.7, 0.6, 0.9, 0.9, 0.9]), metric="accuracy",
+                          higher_is_better=True, on_plateau="stop", patience=2, keep_best=True)
+        options = OptimSettings(steps=20, batch_size=BATCH, eval_every=2, checkpoint_every=2)
+        engine = Engine(net, Layout.single(), BATCH, BATCH, bf16=False)
+        trainer = Trainer(engine, causal_lm(), options, monitor, tmp_path, {"test": 1}, "test")
+        return trainer.fit(resume=resume)
+
+    assert run(None).steps == 8
+    again = run("auto")
+    assert (again.steps, again.stopped_early, again.history) == (8, True, [])
+
+
+def test_callback_state_survives_the_json_round_trip_of_a_checkpoint():
+    """Tensors keep values and dtype, integer keys come back as int, lists and nesting stay."""
+    import json
+
+    from lmforge.train.checkpoint import decode_state, encode_state
+
+    state = {"step": 3, "weights": torch.tensor([1.5, -2.0], dtype=torch.float64),
+             "counts": torch.tensor([[1, 2]], dtype=torch.int64), "history": [0.5, torch.tensor(2.0)],
+             "by_task": {0: {"name": "sst2"}, "11": [1, 2]}}
+    back = decode_state(json.loads(json.dumps(encode_state(state))))
+    assert back["step"] == 3 and back["by_task"] == {0: {"name": "sst2"}, 11: [1, 2]}
+    assert back["weights"].dtype == torch.float64 and torch.equal(back["weights"], state["weights"])
+    assert back["counts"].dtype == torch.int64 and torch.equal(back["counts"], state["counts"])
+    assert back["history"][0] == 0.5 and torch.equal(back["history"][1], torch.tensor(2.0))

@@ -1,0 +1,25 @@
+"""TorchScript by tracing: the format Triton's PyTorch (libtorch) backend loads.
+
+TorchScript is deprecated in PyTorch 2.x (`torch.jit.trace`, `torch.jit.save` and `torch.jit.load`
+warn, pointing at torch.export); it stays because libtorch servers such as Triton's `pytorch_libtorch`
+backend still load nothing else. Tracing rather than scripting: the model's Python-side choices
+(memory or not, causal or not) are fixed per export, and the size arithmetic on tensor shapes is
+recorded, so one trace serves every batch, sequence and memory length (`verify` checks other shapes
+than the traced one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.export.signature import Signature
+
+
+def export_torchscript(sig: Signature, path: Path) -> Path:
+    """Trace `sig.module` on its example, check the trace on the other sample shapes, save it to `path`."""
+    with torch.no_grad():
+        traced = torch.jit.trace(sig.module, sig.cases[0], check_inputs=sig.cases[1:])
+    traced.save(str(path))
+    return path

@@ -25,15 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from finetune_quality import pretrained_model, slices
+from finetune_quality import sst2_classifier
 from realdata import data_dir
 
 from lmforge.compress.quantize import QuantizeConfig, quantize
 from lmforge.compress.report import Variant, markdown, measure, variant
 from lmforge.export.run import export_model
 from lmforge.model.bundle import load_bundle
-from lmforge.train.finetune import finetune
-from lmforge.train.finetune_config import FinetuneConfig
 
 RESULTS = Path(__file__).parent / "results" / "claim_c5_c6_quantization.md"
 HEAD = "classify"
@@ -44,11 +42,7 @@ METHODS = (("torchao dynamic", {"method": "dynamic"}),
 
 
 def classifier(data: Path, root: Path, args: argparse.Namespace) -> Path:
-    model = pretrained_model(data, root / "pretrain", args.pretrain_steps, preset="small")
-    files = slices(data, root / "data", args.train, 872)
-    cfg = FinetuneConfig(model=model, task="classify", out=root / "classifier", steps=args.finetune_steps,
-                         eval_every=max(1, args.finetune_steps // 4), max_len=64, data=files["sst2"])
-    return finetune(cfg, resume=None).model_dir
+    return sst2_classifier(data, root, args, preset="small")
 
 
 def compiled_variant(eager: Variant) -> Variant:

@@ -18,41 +18,24 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from finetune_quality import pretrained_model, slices
+from finetune_quality import sst2_classifier
 from realdata import data_dir
 
 from lmforge.compress.prune import prune
 from lmforge.compress.prune_config import PruneConfig
+from lmforge.compress.report import interleaved_latency, variant
 from lmforge.model.bundle import load_bundle
-from lmforge.train.finetune import Split, finetune, score
-from lmforge.train.finetune_config import FinetuneConfig
-from lmforge.train.finetune_data import batch, encode_examples, read_examples
+from lmforge.train.finetune import Split, score
+from lmforge.train.finetune_data import encode_examples, read_examples
 
 RESULTS = Path(__file__).parent / "results" / "claim_c8_pruning.md"
 MODES = ("unstructured", "heads", "ffn")
-
-
-def classifier(data: Path, root: Path, args: argparse.Namespace) -> Path:
-    """A `tiny` model pretrained briefly and fine-tuned on an SST-2 slice (head "classify")."""
-    model = pretrained_model(data, root / "pretrain", args.pretrain_steps)
-    files = slices(data, root / "data", args.train, args.dev)
-    cfg = FinetuneConfig(
-        model=model,
-        task="classify",
-        out=root / "classifier",
-        steps=args.finetune_steps,
-        eval_every=max(1, args.finetune_steps // 4),
-        max_len=64,
-        data=files["sst2"],
-    )
-    return finetune(cfg, resume=None).model_dir
 
 
 def test_set(folder: Path, test: Path) -> tuple[Split, list[str]]:
@@ -87,19 +70,11 @@ def measure(folder: Path, split: Split, labels: list[str]) -> dict[str, float]:
     }
 
 
-@torch.inference_mode()
-def latencies(folders: dict[str, Path], split: Split, batch_size: int, rounds: int) -> dict[str, float]:
-    """Median ms of one forward at `batch_size`, the variants interleaved round by round."""
-    models = {name: load_bundle(folder).task_model("classify") for name, folder in folders.items()}
-    idx, mask, _ = batch(split.encoded, range(batch_size))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for round_ in range(rounds + 2):  # two warm-up rounds
-        for name, model in models.items():
-            start = time.perf_counter()
-            model("classify", idx, mask)
-            if round_ >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+def latencies(folders: dict[str, Path], seq_len: int, rounds: int) -> dict[str, dict[int, float]]:
+    """Median ms of one forward at batch 1 and 32, the variants interleaved round by round
+    (`lmforge compress-report`'s measurement)."""
+    forwards = [variant(folder, seq_len).forward for folder in folders.values()]
+    return dict(zip(folders, interleaved_latency(forwards, seq_len, rounds), strict=True))
 
 
 def variants(source: Path, root: Path, args: argparse.Namespace) -> dict[str, dict]:
@@ -194,15 +169,15 @@ def main() -> None:
     data = data_dir(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        source = args.model or classifier(data, root, args)
+        source = args.model or sst2_classifier(data, root, args)
         runs = variants(source, root / "pruned", args)
         split, labels = test_set(source, data / "sst2/test.tsv")
         for run in runs.values():
             run.update(measure(run["folder"], split, labels))
         folders = {name: run["folder"] for name, run in runs.items()}
-        for size in (1, 32):
-            for name, ms in latencies(folders, split, size, args.rounds).items():
-                runs[name][f"ms{size}"] = ms
+        seq_len = load_bundle(source).usage("classify")["max_len"]
+        for name, ms in latencies(folders, seq_len, args.rounds).items():
+            runs[name].update({f"ms{size}": ms[size] for size in (1, 32)})
         text = report(runs, args, time.time() - start)
     RESULTS.write_text(text, encoding="utf-8")
     print(text)

@@ -49,6 +49,16 @@ def pretrained_model(data: Path, root: Path, steps: int, preset: str = "tiny") -
     return pretrain(cfg, resume=None).model_dir
 
 
+def sst2_classifier(data: Path, root: Path, args: argparse.Namespace, preset: str = "tiny") -> Path:
+    """`preset` pretrained for `args.pretrain_steps`, then fine-tuned for `args.finetune_steps` on
+    `args.train` SST-2 rows (dev: `args.dev` rows, default 872): the compression benchmarks' model."""
+    model = pretrained_model(data, root / "pretrain", args.pretrain_steps, preset)
+    files = slices(data, root / "data", args.train, getattr(args, "dev", 872))
+    cfg = FinetuneConfig(model=model, task="classify", out=root / "classifier", steps=args.finetune_steps,
+                         eval_every=max(1, args.finetune_steps // 4), max_len=64, data=files["sst2"])
+    return finetune(cfg, resume=None).model_dir
+
+
 def scratch_model(pretrained: Path, out: Path) -> Path:
     """Same config and tokenizer as `pretrained`, freshly initialised weights."""
     config = load_model(pretrained).config

@@ -104,7 +104,8 @@ PLANTED = [
         file="src/lmforge/data/curate/steps/pii.py",
         find='    return luhn_valid(_NON_DIGIT.sub("", candidate))',
         replace="    return True",
-        tests=[f"{PII_REAL}::test_real_digit_runs_become_cards_only_when_luhn_valid"],
+        tests=[f"{PII_REAL}::test_real_digit_runs_become_cards_only_when_luhn_valid",
+               "tests/unit/data/test_step_pii.py::test_look_alikes_are_left_alone"],
     ),
     Planted(
         name="phone-eats-open-bracket",

@@ -41,15 +41,27 @@ def test_masked_objective_trains(pretrain_config, tmp_path):
     assert json.loads((result.model_dir / "heads.json").read_text())["heads"]["lm"]["task"] == "masked_lm"
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(pretrain_config, tmp_path, monkeypatch):
+def poison_step(monkeypatch, bad_step: int) -> None:
+    """Make the loss of call `bad_step` (0-based) of Engine.forward_backward NaN."""
     real = Engine.forward_backward
     steps = iter(range(1000))
 
     def poisoned(self, *args, **kwargs):
         loss, mems, penalty = real(self, *args, **kwargs)
-        return (float("nan") if next(steps) == 13 else loss), mems, penalty
+        return (float("nan") if next(steps) == bad_step else loss), mems, penalty
 
     monkeypatch.setattr(Engine, "forward_backward", poisoned)
+
+
+def test_a_nan_before_any_checkpoint_says_none_was_kept(pretrain_config, tmp_path, monkeypatch):
+    poison_step(monkeypatch, 3)
+    cfg = pretrain_config(tmp_path, steps=20, checkpoint_every=10)
+    with pytest.raises(TrainingDiverged, match=r"step 3: loss is nan .*no checkpoint had been written yet"):
+        pretrain(cfg, resume=None)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(pretrain_config, tmp_path, monkeypatch):
+    poison_step(monkeypatch, 13)
     cfg = pretrain_config(tmp_path, steps=20, checkpoint_every=10)
     with pytest.raises(TrainingDiverged, match=r"step 13: loss is nan.*step_000010"):
         pretrain(cfg, resume=None)

@@ -64,7 +64,7 @@ def main() -> int:
         variants = [replace(variant(model, seq_len), name="PyTorch fp32 eager")]
         for name, fmt in (("ONNX Runtime fp32", "onnx"), ("ONNX Runtime INT8", "onnx-int8")):
             variants.append(replace(variant(export_model(model, fmt, root / fmt).out, seq_len), name=name))
-        rows = measure(variants, seq_len, args.rounds, HEAD, data / "sst2/test.tsv", 1)
+        rows = measure(variants, seq_len, args.rounds, HEAD, data / "sst2/test.tsv", 1, "sentence")
         line = measure_memory(model_forward(bundle.model, bundle.config.vocab_size, torch.device("cpu")),
                               seq_len, torch.device("cpu"))
         batches = ", ".join(f"{mb} MB -> {_batch(line, mb)}" for mb in BUDGETS_MB)

@@ -85,7 +85,7 @@ def main() -> int:
         for name, fmt in (("ONNX Runtime fp32", "onnx"), ("ONNX Runtime INT8", "onnx-int8")):
             exported = export_model(model, fmt, root / "exports" / fmt).out
             variants.append(replace(variant(exported, seq_len), name=name))
-        rows = measure(variants, seq_len, args.rounds, HEAD, data / "sst2/test.tsv", 1)
+        rows = measure(variants, seq_len, args.rounds, HEAD, data / "sst2/test.tsv", 1, "sentence")
         report = "\n".join([
             "# C5 / C6: INT8 quantisation against fp32 eager", "",
             f"Classifier: `{bundle.config.d_model}`-wide, {bundle.config.n_layers} layers, vocab "

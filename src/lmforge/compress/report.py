@@ -101,7 +101,8 @@ def compress_report(cfg: ReportConfig) -> list[Row]:
 
 
 def measure(variants: list[Variant], seq_len: int, rounds: int, head: str | None, data: Path | None,
-            eval_segments: int) -> list[Row]:
+            eval_segments: int, text_column: str | None = None) -> list[Row]:
+    """`text_column`: the data file's text column when it is not the one the head was trained on."""
     rows = [Row(v.name, v.folder, v.size_bytes) for v in variants]
     for row, latency in zip(rows, interleaved_latency([v.forward for v in variants], seq_len, rounds),
                             strict=True):
@@ -109,7 +110,7 @@ def measure(variants: list[Variant], seq_len: int, rounds: int, head: str | None
         row.tokens_per_s = BATCHES[-1] * seq_len / (latency[BATCHES[-1]] / 1000)
     for row, v in zip(rows, variants, strict=True):
         row.peak_memory_bytes = peak_memory(*v.memory)
-        row.quality = quality(v, head, data, eval_segments)
+        row.quality = quality(v, head, data, eval_segments, text_column)
     return rows
 
 
@@ -214,13 +215,15 @@ def serve_one_batch(folder: str, seq_len: int) -> None:
     model_forward(bundle.model, bundle.config.vocab_size, torch.device("cpu"))(BATCHES[-1], seq_len)
 
 
-def quality(v: Variant, head: str | None, data: Path | None, eval_segments: int) -> dict[str, float]:
+def quality(v: Variant, head: str | None, data: Path | None, eval_segments: int,
+            text_column: str | None = None) -> dict[str, float]:
     """The head's metrics on `data`, or the language model's perplexity (PyTorch variants only)."""
     if head is not None:
         if data is None:
             raise ArtifactError(f"{v.bundle.folder}: no test file recorded for head {head!r}; "
                                 "pass --data FILE")
-        return score_file(v.bundle, head, v.bundle.spec[head]["task"], data, model=v.task_model)
+        task = v.bundle.spec[head]["task"]
+        return score_file(v.bundle, head, task, data, text_column, model=v.task_model)
     if v.task_model is not None:
         return {}  # an exported LM step: its logits are checked against PyTorch at export time
     return {"ppl": perplexity(v.bundle.model, _lineage_tokens(v.folder), eval_segments)["ppl"]}

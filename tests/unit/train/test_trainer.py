@@ -303,3 +303,18 @@ def test_callback_state_survives_the_json_round_trip_of_a_checkpoint():
     assert back["weights"].dtype == torch.float64 and torch.equal(back["weights"], state["weights"])
     assert back["counts"].dtype == torch.int64 and torch.equal(back["counts"], state["counts"])
     assert back["history"][0] == 0.5 and torch.equal(back["history"][1], torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_precision_setting_decides_whether_the_step_runs_in_bf16(bf16):
+    """fp32 (the default) gives the float32 loss of an independent forward pass to 1e-6; bf16 autocast
+    moves it by far more, so an fp32 run that silently ran in bf16 would show here."""
+    net = model(dtype=torch.float32, dropout=0.0)
+    lm = causal_lm()
+    inputs, labels = lm.batch(0)
+    with torch.no_grad():
+        logits = net(inputs, None, causal=True).logits
+    reference = float(F.cross_entropy(logits.flatten(0, 1), labels.flatten()))
+    engine = Engine(net, Layout.single(), BATCH, BATCH, bf16=bf16)
+    loss, _, _ = engine.forward_backward(lm, lm.batch(0), None)
+    assert (abs(loss - reference) < 1e-6) != bf16

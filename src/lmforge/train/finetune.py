@@ -288,5 +288,6 @@ def score_file(bundle: ModelBundle, head: str, task: str, data: Path, text_colum
     examples = read_examples(data, task, text_column, label_column)
     label_set = entry.get("labels", [])
     split = Split(examples, encode_examples(bundle.tokenizer, examples, task, label_set, max_len))
-    return score(model or bundle.task_model(head), head, task, split, label_set, bundle.tokenizer, max_len,
+    model = bundle.task_model(head) if model is None else model
+    return score(model, head, task, split, label_set, bundle.tokenizer, max_len,
                  usage.get("k", 1))

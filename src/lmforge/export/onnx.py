@@ -10,6 +10,7 @@ nothing to calibrate.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -49,5 +50,13 @@ def quantize_int8(source: Path, path: Path) -> Path:
     """ONNX Runtime dynamic quantisation of the graph at `source` (QInt8 weights) into `path`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, path, weight_type=QuantType.QInt8)
+    # ORT logs a root-logger warning advising its pre-processing step (shape inference for CNNs);
+    # the export's own verification says whether the quantised graph is right.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(source, path, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return path

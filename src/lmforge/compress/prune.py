@@ -244,13 +244,13 @@ def unit_importance(
 
     handles = [layer.register_forward_pre_hook(watch(i)) for i, layer in enumerate(layers)]
     device = next(module.parameters()).device
+    rows = objective.batch(0)[0].size(0)
+    engine = Engine(module, Layout.single(device), rows, rows, bf16=False)  # the trainer's gradients
     module.eval()  # no dropout: the importance of the model as it will run
     carry = None
     try:
         for step in range(batches):
-            rows = tuple(t.to(device) for t in objective.batch(step))
-            loss, carry = objective.loss(module, rows, carry)
-            (loss / max(objective.count(rows), 1)).backward()
+            _, carry, _ = engine.forward_backward(objective, objective.batch(step), carry)
             for i, gate in enumerate(gates):  # None: the batch never ran the model (no NER target)
                 if gate is not None:
                     scores[i] += gate.abs().double().cpu()

@@ -11,6 +11,7 @@ from the float model's on held-out inputs (XL memory carried across two segments
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         trained = qat_finetune(source, cfg, Path(scratch)) if cfg.method == "qat" else source
         if cfg.method == "static":
             recipe = cfg.recipe(input_scales(trained.model, calibrate))
-        quantized = quantize_backbone(_float_copy(trained.model), recipe)
+        quantized = quantize_backbone(copy.deepcopy(trained.model).eval(), recipe)
         metrics = {"method": cfg.method, "bits": cfg.bits, "embeddings": cfg.embeddings,
                    "check": compare(trained, quantized, check),
                    "size": _sizes(source.folder / "model.safetensors", quantized, Path(scratch))}
@@ -104,12 +105,6 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                           config_used=cfg.model_dump(mode="json"), parents=[cfg.model], stage="quantize",
                           head_modules=trained.heads, files={"metrics.json": metrics})
     return QuantizeResult(out, metrics)
-
-
-def _float_copy(model: nn.Module) -> nn.Module:
-    copy = type(model)(model.config)
-    copy.load_state_dict(model.state_dict())
-    return copy.eval()
 
 
 def _sizes(float_weights: Path, quantized: nn.Module, scratch: Path) -> dict[str, float]:

@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch must be installed before anything can pull a CUDA build.
 TORCH ?= torch==2.13.0
+# Triton Inference Server (CPU build inside nvidia-pytriton's wheel) for the export test; it pins numpy<2,
+# so it lives in a venv of its own.
+TRITON_VENV ?= .venv-triton
 
 .PHONY: setup demo test lint bench mutate planted clean
 
@@ -18,7 +21,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/lmforge run
 
-test: setup
+$(TRITON_VENV)/.installed:
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q nvidia-pytriton==0.7.0 onnxruntime==1.32.0
+	touch $@
+
+test: setup $(TRITON_VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: setup

@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny packed corpus built once per session, and the shared real datasets."""
+"""Shared fixtures: a tiny packed corpus built once per session, the shared real datasets, and the
+command line in-process."""
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
+
+from lmforge.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,3 +96,21 @@ def classifier_folder(lm_folder, shared_data, tmp_path_factory) -> dict[str, Pat
                          max_len=32, data={"train": tmp / "train.tsv", "text_column": "sentence"})
     test = shared_data / "sst2/test.tsv"
     return {"model": finetune(cfg).model_dir, "train": tmp / "train.tsv", "test": test}
+
+
+@pytest.fixture(scope="session")
+def cli() -> Callable[..., Result]:
+    """`lmforge ARGS...` in-process."""
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def export(cli) -> Callable[..., Path]:
+    """`lmforge export ARGS...`, which must succeed; returns the export folder it prints last."""
+
+    def run(*args) -> Path:
+        result = cli("export", *args)
+        assert result.exit_code == 0, result.output
+        return Path(result.stdout.strip().splitlines()[-1].removeprefix("export folder: "))
+
+    return run

@@ -1,7 +1,12 @@
-"""A Triton Inference Server model repository holding the model twice, one per backend:
+"""A Triton Inference Server model repository holding the model once per backend:
 
     <out>/<name>/config.pbtxt + <out>/<name>/1/model.onnx               platform onnxruntime_onnx
     <out>/<name>_pytorch/config.pbtxt + <out>/<name>_pytorch/1/model.pt  platform pytorch_libtorch
+    <out>/<name>_python/config.pbtxt + <out>/<name>_python/1/model.py    backend python
+
+The Python-backend model runs `<name>`'s ONNX file with ONNX Runtime (`triton_python_model.py`), for
+Triton servers built without the onnxruntime and pytorch backends, such as the CPU server in
+`nvidia-pytriton`'s wheel.
 
 Both batch up to 64 requests with Triton's dynamic batcher (requests are grouped only when their
 shapes match; the batch axis is implicit in `dims`, -1 marks the other dynamic axes). Triton's
@@ -14,6 +19,7 @@ Triton's sequence batcher (server-side state) is the alternative the repository 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ MAX_QUEUE_DELAY_US = 2000
 """How long the first request of a batch may wait for others: 2 ms, small next to a forward pass."""
 TRITON_TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
 TORCH_SUFFIX = "_pytorch"
+PYTHON_SUFFIX = "_python"
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
 
 def model_name(folder: Path) -> str:
@@ -37,9 +45,14 @@ def model_name(folder: Path) -> str:
 
 
 def config_pbtxt(
-    name: str, platform: str, inputs: list[tuple[str, TensorSpec]], outputs: list[tuple[str, TensorSpec]]
+    name: str,
+    runtime: str,
+    inputs: list[tuple[str, TensorSpec]],
+    outputs: list[tuple[str, TensorSpec]],
+    parameters: dict[str, str] | None = None,
 ) -> str:
-    """config.pbtxt of one model; `inputs`/`outputs` pair a tensor's name in this backend with its spec."""
+    """config.pbtxt of one model; `runtime` is a platform (`onnxruntime_onnx`) or `python` (a backend);
+    `inputs`/`outputs` pair a tensor's name in this backend with its spec."""
 
     def tensors(pairs: list[tuple[str, TensorSpec]]) -> str:
         entries = [
@@ -49,25 +62,29 @@ def config_pbtxt(
         ]
         return ",\n".join(entries)
 
+    field = "backend" if runtime == "python" else "platform"
+    extra = "".join(
+        f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}\n'
+        for key, value in (parameters or {}).items()
+    )
     return (
-        f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {MAX_BATCH_SIZE}\n'
+        f'name: "{name}"\n{field}: "{runtime}"\nmax_batch_size: {MAX_BATCH_SIZE}\n'
         f"input [\n{tensors(inputs)}\n]\noutput [\n{tensors(outputs)}\n]\n"
         f"dynamic_batching {{\n  preferred_batch_size: [ {', '.join(map(str, PREFERRED_BATCH_SIZES))} ]\n"
-        f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}\n}}\n"
+        f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}\n}}\n{extra}"
     )
 
 
 def write_repository(sig: Signature, root: Path, name: str) -> dict[str, Any]:
-    """Write both models of the repository under `root`; returns each one's verification figures."""
-    onnx_dir, torch_dir = root / name, root / f"{name}{TORCH_SUFFIX}"
-    (onnx_dir / "1").mkdir(parents=True)
-    (torch_dir / "1").mkdir(parents=True)
+    """Write the repository's models under `root`; returns the verification figures of each model file
+    (the Python-backend model runs the ONNX file, so it has none of its own)."""
+    suffixes = ("", TORCH_SUFFIX, PYTHON_SUFFIX)
+    onnx_dir, torch_dir, python_dir = (root / f"{name}{suffix}" for suffix in suffixes)
+    for folder in (onnx_dir, torch_dir, python_dir):
+        (folder / "1").mkdir(parents=True)
+    named = [(s.name, s) for s in sig.inputs], [(s.name, s) for s in sig.outputs]
     onnx_file = export_onnx(sig, onnx_dir / "1" / "model.onnx")
-    (onnx_dir / "config.pbtxt").write_text(
-        config_pbtxt(
-            name, "onnxruntime_onnx", [(s.name, s) for s in sig.inputs], [(s.name, s) for s in sig.outputs]
-        )
-    )
+    (onnx_dir / "config.pbtxt").write_text(config_pbtxt(name, "onnxruntime_onnx", *named))
     torch_file = export_torchscript(sig, torch_dir / "1" / "model.pt")
     (torch_dir / "config.pbtxt").write_text(
         config_pbtxt(
@@ -76,6 +93,10 @@ def write_repository(sig: Signature, root: Path, name: str) -> dict[str, Any]:
             [(f"{s.name}__{i}", s) for i, s in enumerate(sig.inputs)],
             [(f"{s.name}__{i}", s) for i, s in enumerate(sig.outputs)],
         )
+    )
+    shutil.copyfile(PYTHON_MODEL, python_dir / "1" / "model.py")
+    (python_dir / "config.pbtxt").write_text(
+        config_pbtxt(f"{name}{PYTHON_SUFFIX}", "python", *named, parameters={"onnx_model": name})
     )
     return {
         "models": {

@@ -1,5 +1,6 @@
 """Triton repository: every config.pbtxt parses into Triton's ModelConfig protobuf (from tritonclient) and
-describes the model files beside it, which load and match PyTorch. No Triton server runs here."""
+describes the model files beside it, which load and match PyTorch. A real Triton server serves it in
+tests/integration/test_triton_server.py."""
 
 from __future__ import annotations
 
@@ -28,18 +29,24 @@ def tensors(entries) -> dict[str, tuple[str, list[int]]]:
     return {t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in entries}
 
 
-def test_repository_for_both_backends(export, classifier_folder, tmp_path):
+def test_repository_for_every_backend(export, classifier_folder, tmp_path):
     model = classifier_folder["model"]
     out = export(model, "--format", "triton", "--out", tmp_path / "repo")
     name = model.name
     n_labels = len(load_bundle(model).head("classify")["labels"])
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [name, f"{name}_pytorch"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [name, f"{name}_python", f"{name}_pytorch"]
 
     onnx_cfg = parse((out / name / "config.pbtxt").read_text())
     torch_cfg = parse((out / f"{name}_pytorch" / "config.pbtxt").read_text())
+    python_cfg = parse((out / f"{name}_python" / "config.pbtxt").read_text())
     assert (onnx_cfg.name, onnx_cfg.platform) == (name, "onnxruntime_onnx")
     assert (torch_cfg.name, torch_cfg.platform) == (f"{name}_pytorch", "pytorch_libtorch")
-    for cfg in (onnx_cfg, torch_cfg):
+    assert (python_cfg.name, python_cfg.backend) == (f"{name}_python", "python")
+    assert python_cfg.parameters["onnx_model"].string_value == name
+    assert (out / f"{name}_python" / "1" / "model.py").is_file()
+    assert tensors(python_cfg.input) == tensors(onnx_cfg.input)
+    assert tensors(python_cfg.output) == tensors(onnx_cfg.output)
+    for cfg in (onnx_cfg, torch_cfg, python_cfg):
         assert cfg.max_batch_size == MAX_BATCH_SIZE == 64
         assert cfg.HasField("dynamic_batching")
         assert list(cfg.dynamic_batching.preferred_batch_size) == [16, 32]

@@ -9,7 +9,8 @@ W_h): they learn with the student and are dropped when its model folder is writt
 
 The LM teacher keeps its own recurrence memory per micro-batch, as the student does (row b of a
 step continues row b of the step before). It is a step callback too, so that memory is saved in
-every checkpoint and a resumed run sees the same teacher outputs as an uninterrupted one.
+every checkpoint (its tensors in `callbacks.safetensors`) and a resumed run sees the same teacher
+outputs as an uninterrupted one.
 One process (no `--nproc`): the student is small by design.
 """
 

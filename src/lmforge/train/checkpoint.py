@@ -5,7 +5,8 @@ A checkpoint is `step_NNNNNN/` holding
   trainer.safetensors  AdamW moments by parameter name (`opt.<name>.<slot>`) and the recurrence
                        memory of each layer over the whole batch (`mem.<layer>`, rows in batch order),
   state.json           step, data position, every rank's RNG states, optimizer scalars, plateau
-                       state, config, and the layout that wrote it.
+                       state, the step callbacks' state, config, and the layout that wrote it,
+  callbacks.safetensors  the tensors of the step callbacks' state (a teacher's memory).
 Under pipeline parallel each stage writes its own pair, `model-stage<k>-of-<p>.safetensors`; a
 reader merges all of them. Tensors are stored unsharded and named as in the single-device
 model, so a run written at dp=2 resumes at tp=2, pp=2 or in one process: torch's full-state-dict
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from lmforge.train.engine import Engine, Mems
 
 STATE = "state.json"
+CALLBACKS = "callbacks.safetensors"
 FULL = StateDictOptions(full_state_dict=True)
 HEAD, EMBEDDING = "lm_head.weight", "tok_emb.weight"
 """The LM head shares the embedding matrix: a checkpoint stores it once, under the embedding's name
@@ -72,7 +74,8 @@ class TrainerState:
     model_config: dict[str, Any]
     best_val_loss: float | None = None
     callbacks: dict[str, Any] = field(default_factory=dict)
-    """The step callbacks' state (e.g. GradNorm's task weights), JSON with tensors as lists."""
+    """Each step callback's state dict by name (GradNorm's task weights, a teacher's memory); saved as
+    JSON in state.json with its tensors in callbacks.safetensors."""
     stopped: bool = False
     """The run ended early (early stopping): a resume has nothing left to train."""
 
@@ -107,12 +110,15 @@ def save_checkpoint(root: Path, state: TrainerState, engine: Engine, optimizer: 
     _barrier(layout)
     if layout.rank == 0:
         groups = [{k: v for k, v in g.items() if k != "params"} for g in optim["param_groups"]]
+        callback_tensors: dict[str, torch.Tensor] = {}
+        callbacks = encode_state(state.callbacks, callback_tensors)
+        save_file(callback_tensors, str(tmp / CALLBACKS))
         atomic_write_json(tmp / STATE, {
             "step": state.step,
             "data_position": state.step,
             "plateau": state.plateau,
             "best_val_loss": state.best_val_loss,
-            "callbacks": state.callbacks,
+            "callbacks": callbacks,
             "stopped": state.stopped,
             "model_config": state.model_config,
             "optimizer": {"param_groups": groups},
@@ -154,11 +160,11 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def _intact(path: Path) -> bool:
     models, trainers = list(path.glob("model*.safetensors")), list(path.glob("trainer*.safetensors"))
-    if not (models and trainers):
+    if not (models and trainers and (path / CALLBACKS).is_file()):
         return False
     try:
         json.loads((path / STATE).read_text())
-        for file in models + trainers:
+        for file in [*models, *trainers, path / CALLBACKS]:
             with safe_open(str(file), "pt"):
                 pass
     except (OSError, ValueError, SafetensorError):
@@ -192,8 +198,10 @@ def load_checkpoint(path: Path, engine: Engine, optimizer: torch.optim.Optimizer
         tensors.update(load_file(str(file)))
     _restore_optimizer(engine, optimizer, tensors, meta["optimizer"])
     _restore_rng_streams(engine.layout, meta)
+    callback_tensors = load_file(str(path / CALLBACKS)) if (path / CALLBACKS).is_file() else {}
     state = TrainerState(step=meta["step"], plateau=meta["plateau"], model_config=meta["model_config"],
-                         best_val_loss=meta.get("best_val_loss"), callbacks=meta.get("callbacks", {}),
+                         best_val_loss=meta.get("best_val_loss"),
+                         callbacks=decode_state(meta.get("callbacks", {}), callback_tensors),
                          stopped=meta.get("stopped", False))
     return state, _split_memory(engine, tensors, path)
 
@@ -274,25 +282,28 @@ def _barrier(layout: Layout) -> None:
         dist.barrier()
 
 
-def encode_state(value: Any) -> Any:
-    """A callback's state dict as JSON: tensors become {"tensor": values, "dtype": name}."""
+def encode_state(value: Any, tensors: dict[str, torch.Tensor], path: str = "cb") -> Any:
+    """A callback's state dict as JSON; each tensor moves to `tensors` under its path in the dict and
+    leaves {"tensor": path} behind. Safetensors keeps them exact and compact: a distillation
+    teacher's recurrence memory is megabytes of floats that JSON would triple."""
     if isinstance(value, torch.Tensor):
-        return {"tensor": value.detach().cpu().tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+        tensors[path] = value.detach().cpu().contiguous()
+        return {"tensor": path}
     if isinstance(value, dict):
-        return {str(k): encode_state(v) for k, v in value.items()}
+        return {str(k): encode_state(v, tensors, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [encode_state(v) for v in value]
+        return [encode_state(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]
     return value
 
 
-def decode_state(value: Any) -> Any:
+def decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Inverse of `encode_state` (integer keys, as optimizer state dicts use, come back as int)."""
     if isinstance(value, dict):
-        if set(value) == {"tensor", "dtype"}:
-            return torch.tensor(value["tensor"], dtype=getattr(torch, value["dtype"]))
-        return {int(k) if k.isdigit() else k: decode_state(v) for k, v in value.items()}
+        if set(value) == {"tensor"}:
+            return tensors[value["tensor"]]
+        return {int(k) if k.isdigit() else k: decode_state(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
-        return [decode_state(v) for v in value]
+        return [decode_state(v, tensors) for v in value]
     return value
 
 

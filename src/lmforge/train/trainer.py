@@ -36,8 +36,6 @@ from lmforge.train.checkpoint import (
     FULL,
     CheckpointError,
     TrainerState,
-    decode_state,
-    encode_state,
     latest_checkpoint,
     load_checkpoint,
     read_weights,
@@ -212,7 +210,7 @@ class Trainer:
         state, carry = load_checkpoint(path, self.engine, self.optimizer, self.architecture)
         for callback in self.plugs.callbacks:
             if callback.name in state.callbacks:
-                callback.load_state_dict(decode_state(state.callbacks[callback.name]))
+                callback.load_state_dict(state.callbacks[callback.name])
         if self.is_writer:
             tqdm.write(f"resumed from {path} (step {state.step})")
         return state, carry or None
@@ -280,7 +278,7 @@ class Trainer:
 
     def _save(self, root: Path, state: TrainerState, plateau: Plateau, carry: Any, keep: int) -> None:
         state.plateau = plateau.state_dict()
-        state.callbacks = {c.name: encode_state(c.state_dict()) for c in self.plugs.callbacks}
+        state.callbacks = {c.name: c.state_dict() for c in self.plugs.callbacks}
         save_checkpoint(root, state, self.engine, self.optimizer, carry, keep)
 
     def _write(self, log: MetricsLog | None, step: int, values: dict[str, Any]) -> None:

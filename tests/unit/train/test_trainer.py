@@ -289,16 +289,22 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
     assert (again.steps, again.stopped_early, again.history) == (8, True, [])
 
 
-def test_callback_state_survives_the_json_round_trip_of_a_checkpoint():
+def test_callback_state_survives_the_json_and_safetensors_round_trip_of_a_checkpoint(tmp_path):
     """Tensors keep values and dtype, integer keys come back as int, lists and nesting stay."""
     import json
+
+    from safetensors.torch import load_file, save_file
 
     from lmforge.train.checkpoint import decode_state, encode_state
 
     state = {"step": 3, "weights": torch.tensor([1.5, -2.0], dtype=torch.float64),
              "counts": torch.tensor([[1, 2]], dtype=torch.int64), "history": [0.5, torch.tensor(2.0)],
              "by_task": {0: {"name": "sst2"}, "11": [1, 2]}}
-    back = decode_state(json.loads(json.dumps(encode_state(state))))
+    tensors: dict[str, torch.Tensor] = {}
+    text = json.dumps(encode_state(state, tensors))
+    save_file(tensors, str(tmp_path / "callbacks.safetensors"))
+    assert "-2.0" not in text and len(tensors) == 3
+    back = decode_state(json.loads(text), load_file(str(tmp_path / "callbacks.safetensors")))
     assert back["step"] == 3 and back["by_task"] == {0: {"name": "sst2"}, 11: [1, 2]}
     assert back["weights"].dtype == torch.float64 and torch.equal(back["weights"], state["weights"])
     assert back["counts"].dtype == torch.int64 and torch.equal(back["counts"], state["counts"])

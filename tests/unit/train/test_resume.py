@@ -118,8 +118,8 @@ def test_resumed_from_a_later_checkpoint_equals_the_uninterrupted_run(name, stra
 
 
 @pytest.mark.parametrize("damaged", ["state.json", "model.safetensors", "trainer.safetensors",
-                                     "callbacks.safetensors", "no trainer.safetensors", "no model.safetensors",
-                                     "no callbacks.safetensors"])
+                                     "callbacks.safetensors", "no trainer.safetensors",
+                                     "no model.safetensors", "no callbacks.safetensors"])
 def test_a_damaged_newest_checkpoint_is_skipped(damaged, straight_runs, tmp_path):
     config, straight = straight_runs("causal")
     resumed = cut_back(straight, tmp_path / "resumed", keep_step=10)

@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # so it lives in a venv of its own.
 TRITON_VENV ?= .venv-triton
 
-.PHONY: setup demo test lint bench mutate planted clean
+.PHONY: setup services demo test lint bench mutate planted clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,16 @@ $(TRITON_VENV)/.installed:
 	$(TRITON_VENV)/bin/python -m pip install -q nvidia-pytriton==0.7.0 onnxruntime==1.32.0
 	touch $@
 
-test: setup $(TRITON_VENV)/.installed
+# Services the serving tests start on 127.0.0.1 (Debian packages): redis-server, and promtool for the alert rules.
+SERVICES := redis-server:redis-server promtool:prometheus
+services:
+	@missing="$(foreach s,$(SERVICES),$(if $(shell command -v $(firstword $(subst :, ,$(s)))),,$(lastword $(subst :, ,$(s)))))"; \
+	if [ -n "$$(echo $$missing)" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+test: setup services $(TRITON_VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: setup

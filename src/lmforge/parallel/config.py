@@ -60,7 +60,11 @@ def check_layout(settings: ParallelSettings, world: int, model: ModelConfig,
     if product != world:
         raise ConfigError(f"parallel: dp_replicate x dp_shard x tp x pp = {s.dp_replicate} x {s.dp_shard} "
                           f"x {s.tp} x {s.pp} = {product}, but the world size is {world}")
-    for name, value in (("n_heads", model.n_heads), ("d_ff", model.d_ff), ("vocab_size", model.vocab_size)):
+    # Per layer too: a pruned model's layers have widths of their own.
+    widths = [("n_heads", model.n_heads), ("d_ff", model.d_ff), ("vocab_size", model.vocab_size)]
+    widths += [(f"n_heads of layer {i}", model.heads_at(i)) for i in range(model.n_layers)]
+    widths += [(f"d_ff of layer {i}", model.d_ff_at(i)) for i in range(model.n_layers)]
+    for name, value in widths:
         if value % s.tp:
             raise ConfigError(f"parallel: tp={s.tp} does not divide {name}={value}")
     if s.pp > model.n_layers:

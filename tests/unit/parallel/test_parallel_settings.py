@@ -30,6 +30,14 @@ def test_layout_that_does_not_fit_is_named(layout, world, batch, message):
         check_layout(settings(**layout), world, MODEL, batch)
 
 
+def test_a_pruned_layer_whose_width_tp_does_not_divide_is_named():
+    pruned = MODEL.model_copy(update={"layer_heads": [6, 3, 6], "layer_d_ff": [384, 384, 189]})
+    with pytest.raises(ConfigError, match="tp=2 does not divide n_heads of layer 1=3"):
+        check_layout(settings(tp=2, dp_shard=1), 2, pruned, 8)
+    with pytest.raises(ConfigError, match="tp=2 does not divide d_ff of layer 2=189"):
+        check_layout(settings(tp=2, dp_shard=1), 2, pruned.model_copy(update={"layer_heads": None}), 8)
+
+
 def test_dp_shard_fills_the_world():
     resolved = check_layout(settings(tp=2, pp=3), 12, MODEL, 12)
     assert (resolved.dp_shard, resolved.dp, resolved.n_microbatches) == (2, 2, 3)

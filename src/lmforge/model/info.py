@@ -30,12 +30,13 @@ def flops_per_token(config: ModelConfig) -> float:
     """Training FLOPs (forward + backward) per segment token, for MFU = tokens/s · this / peak.
 
     With N the non-embedding parameters applied per token (all but W_r), V·D the tied LM head,
-    T = seq_len, M = mem_len, K = T + M keys, L layers, D = d_model:
+    T = seq_len, M = mem_len, K = T + M keys, L layers, D = d_model, A_l = the attention width of
+    layer l (heads_at(l) · head_dim: D unless heads were pruned):
 
         6·(N + V·D)                       every weight: 2 forward + 4 backward FLOPs per token
-      + L · 12·K·D                        scores q·k and the value mix, fwd + bwd
-      + L · 12·(M/T)·D²                   W_k, W_v over the memory rows (recomputed each segment)
-      + L · [6·K·D + 4·(K/T)·D²]          xl only: position scores, and W_r over K distances
+      + Σ_l 12·K·A_l                      scores q·k and the value mix, fwd + bwd
+      + Σ_l 12·(M/T)·D·A_l                W_k, W_v over the memory rows (recomputed each segment)
+      + Σ_l [6·K·A_l + 4·(K/T)·D·A_l]     xl only: position scores, and W_r over K distances
                                           (its backward is a weight gradient only: R is fixed)
 
     Masked (future) scores are counted because the kernels compute them. A causal segment is
@@ -43,12 +44,13 @@ def flops_per_token(config: ModelConfig) -> float:
     """
     model = _meta_model(config)
     d, t, m, k = config.d_model, config.seq_len, config.mem_len, config.seq_len + config.mem_len
-    r_proj = config.n_layers * d * d if config.position == "xl" else 0
+    widths = [config.heads_at(layer) * config.head_dim for layer in range(config.n_layers)]
+    r_proj = sum(d * a for a in widths) if config.position == "xl" else 0
     dense = 6 * (model.num_parameters(exclude_embeddings=True) - r_proj + config.vocab_size * d)
-    per_layer = 12 * k * d + 12 * (m / t) * d * d
+    per_width = 12 * k + 12 * (m / t) * d
     if config.position == "xl":
-        per_layer += 6 * k * d + 4 * (k / t) * d * d
-    return float(dense + config.n_layers * per_layer)
+        per_width += 6 * k + 4 * (k / t) * d
+    return float(dense + sum(widths) * per_width)
 
 
 def activation_bytes(config: ModelConfig) -> int:

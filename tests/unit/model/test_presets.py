@@ -133,6 +133,21 @@ def test_meta_counts_equal_a_real_model(position):
     assert sum(p.numel() for p in model.parameters()) == hand_counts(config)["parameters"]  # tied: once
 
 
+def test_pruned_heads_cut_the_attention_flops_of_their_layer():
+    """Halving layer 1's heads removes half of that layer's attention: Q, K, V, O and W_r weights
+    (6 FLOPs per weight and token), scores and value mix over K keys, memory projections and
+    position scores, each at width D/2 instead of D."""
+    full = ModelConfig(preset="tiny")
+    heads = [full.n_heads // 2 if layer == 1 else full.n_heads for layer in range(full.n_layers)]
+    pruned = full.model_copy(update={"layer_heads": heads})
+    d, t, m = full.d_model, full.seq_len, full.mem_len
+    k, cut = t + m, d // 2
+    weights = 4 * d * cut + 3 * cut + 2 * cut  # W_q, W_k, W_v (+ biases), W_o rows, xl's u and v
+    # (W_r is not applied per token: it is in the position term below)
+    expected = 6 * weights + 12 * k * cut + 12 * (m / t) * d * cut + 6 * k * cut + 4 * (k / t) * d * cut
+    assert flops_per_token(full) - flops_per_token(pruned) == pytest.approx(expected, rel=1e-12)
+
+
 def test_xl_costs_more_flops_than_rotary():
     assert flops_per_token(ModelConfig(preset="small")) > flops_per_token(ModelConfig(preset="small",
                                                                                           position="rotary"))

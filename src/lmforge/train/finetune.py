@@ -34,6 +34,7 @@ from lmforge.model.heads import (
     build_heads,
     heads_spec,
 )
+from lmforge.model.inputs import encode_words, word_tags
 from lmforge.model.xl import Transformer
 from lmforge.parallel import Layout
 from lmforge.train.checkpoint import latest_checkpoint, read_weights
@@ -44,10 +45,8 @@ from lmforge.train.finetune_data import (
     Example,
     batch,
     encode_examples,
-    encode_words,
     hold_out,
     read_examples,
-    word_tags,
 )
 from lmforge.train.task_metrics import accuracy, entity_prf, macro_f1, majority_baseline, recall_at_k
 from lmforge.train.task_objective import TaskObjective

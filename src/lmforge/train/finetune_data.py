@@ -1,8 +1,7 @@
 """Fine-tuning examples as token ids: reading, the dev hold-out, sub-word tag alignment, batches.
 
-Sequences are right-padded with `<pad>` (id 0); `padding_mask` is True for real tokens. For NER
-only the first sub-token of a word carries its tag (continuations and pads are -100), so a
-word-level tag sequence is read back from the predictions at first sub-tokens.
+Tokenisation and padding follow `model.inputs` (what serving uses too). For NER only the first
+sub-token of a word carries its tag (continuations and pads are -100).
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ import torch
 from tokenizers import Tokenizer
 
 from lmforge.data.tasks import TaggedExample, TextExample, encode, read_conll, read_text_labels
+from lmforge.model.inputs import encode_text, encode_words, pad, pad_batch
 from lmforge.model.masking import IGNORE_INDEX
 
-PAD_ID = 0
 Example = TextExample | TaggedExample
 
 
@@ -50,16 +49,6 @@ def hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list[
     return [examples[i] for i in order[n_dev:]], [examples[i] for i in order[:n_dev]]
 
 
-def encode_words(tokenizer: Tokenizer, words: Sequence[str],
-                 max_len: int) -> tuple[list[int], list[int | None]]:
-    """Token ids and their word index. Non-first words get a leading space, as in running text:
-    the byte-level pre-tokenizer does not add one itself, even for pre-tokenized input.
-    """
-    spaced = [word if i == 0 else " " + word for i, word in enumerate(words)]
-    encoding = tokenizer.encode(spaced, is_pretokenized=True)
-    return encoding.ids[:max_len], encoding.word_ids[:max_len]
-
-
 def align_tags(word_ids: Sequence[int | None], tag_ids: Sequence[int]) -> list[int]:
     """The tag of each word on its first sub-token; -100 on continuation pieces."""
     labels, previous = [], None
@@ -67,18 +56,6 @@ def align_tags(word_ids: Sequence[int | None], tag_ids: Sequence[int]) -> list[i
         labels.append(IGNORE_INDEX if word is None or word == previous else tag_ids[word])
         previous = word
     return labels
-
-
-def word_tags(word_ids: Sequence[int | None], predicted: Sequence[int], label_set: Sequence[str],
-              n_words: int) -> list[str]:
-    """Word-level tags from per-token predictions at first sub-tokens; truncated words get `O`."""
-    tags = ["O"] * n_words
-    previous = None
-    for word, tag in zip(word_ids, predicted, strict=False):
-        if word is not None and word != previous:
-            tags[word] = label_set[tag]
-        previous = word
-    return tags
 
 
 def encode_examples(tokenizer: Tokenizer, examples: Sequence[Example], task: str,
@@ -91,22 +68,15 @@ def encode_examples(tokenizer: Tokenizer, examples: Sequence[Example], task: str
             ids.append(token_ids)
             targets.append(align_tags(word_ids, encode(example.tags, label_set)))
         return Encoded(ids, targets, [example.tags for example in examples])
-    ids = [tokenizer.encode(example.text).ids[:max_len] or [PAD_ID] for example in examples]
+    ids = [encode_text(tokenizer, example.text, max_len) for example in examples]
     gold = [example.label for example in examples]
     return Encoded(ids, encode(gold, label_set) if task == "classify" else [0] * len(gold), gold)
-
-
-def pad(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
-    """Right-pad integer rows to the longest one."""
-    width = max(len(row) for row in rows)
-    return torch.tensor([list(row) + [fill] * (width - len(row)) for row in rows], dtype=torch.long)
 
 
 def batch(data: Encoded, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(idx, padding_mask, labels) of the chosen rows; token labels are padded with -100."""
     ids = [data.ids[i] for i in rows]
-    idx = pad(ids, PAD_ID)
-    mask = pad([[1] * len(row) for row in ids], 0).bool()
+    idx, mask = pad_batch(ids)
     targets = [data.targets[i] for i in rows]
     labels = pad(targets, IGNORE_INDEX) if isinstance(targets[0], list) else torch.tensor(targets)
     return idx, mask, labels

@@ -26,11 +26,12 @@ from lmforge.cli import app
 from lmforge.data.tasks import read_conll, read_text_labels
 from lmforge.model.folder import load_heads, load_model, read_heads
 from lmforge.model.heads import MultiTaskModel
+from lmforge.model.inputs import encode_words, word_tags
 from lmforge.train import pretrain
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.finetune import evaluate, finetune
 from lmforge.train.finetune_config import FinetuneConfig
-from lmforge.train.finetune_data import align_tags, encode_words, hold_out, word_tags
+from lmforge.train.finetune_data import align_tags, hold_out
 from lmforge.train.metrics import read_metrics
 from lmforge.train.trainer import PlugPoints
 

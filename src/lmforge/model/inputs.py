@@ -3,7 +3,7 @@ evaluation, export and serving, so a served head sees exactly what it was traine
 
 Sequences are right-padded with `<pad>` (id 0); a padding mask is True for real tokens. For NER
 only the first sub-token of a word carries its tag, so word-level tags are read back from the
-predictions at first sub-tokens.
+predictions at first sub-tokens, and entities from those tags by conlleval's rules.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 
 PAD_ID = 0
+Span = tuple[str, int, int]
 
 
 def encode_text(tokenizer: Tokenizer, text: str, max_len: int) -> list[int]:
@@ -42,6 +43,26 @@ def word_tags(word_ids: Sequence[int | None], predicted: Sequence[int], label_se
             tags[word] = label_set[tag]
         previous = word
     return tags
+
+
+def entity_spans(tags: Sequence[str]) -> set[Span]:
+    """Entities of a BIO tag sequence as `(type, start, end)`, `end` exclusive.
+
+    seqeval's default (conlleval) rules: B- always starts an entity, and an I- starts one
+    unless it continues an entity of the same type, so `O I-per` and `B-loc I-per` each
+    yield a `per` entity rather than dropping the tokens.
+    """
+    spans: set[Span] = set()
+    kind, start = None, 0
+    for i, tag in enumerate([*tags, "O"]):  # the sentinel "O" closes an entity at the end
+        prefix, _, tag_type = tag.partition("-")
+        continues = prefix == "I" and tag_type == kind
+        if kind is not None and not continues:
+            spans.add((kind, start, i))
+            kind = None
+        if prefix in ("B", "I") and not continues:
+            kind, start = tag_type, i
+    return spans
 
 
 def pad(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:

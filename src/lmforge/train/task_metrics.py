@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Span = tuple[str, int, int]
+from lmforge.model.inputs import Span, entity_spans
 
 
 def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
@@ -35,26 +35,6 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
     true_count, pred_count = Counter(y_true), Counter(y_pred)
     scores = [2 * tp[c] / (true_count[c] + pred_count[c]) for c in classes if true_count[c] + pred_count[c]]
     return sum(scores) / len(scores) if scores else 0.0
-
-
-def entity_spans(tags: Sequence[str]) -> set[Span]:
-    """Entities of a BIO tag sequence as `(type, start, end)`, `end` exclusive.
-
-    seqeval's default (conlleval) rules: B- always starts an entity, and an I- starts one
-    unless it continues an entity of the same type, so `O I-per` and `B-loc I-per` each
-    yield a `per` entity rather than dropping the tokens.
-    """
-    spans: set[Span] = set()
-    kind, start = None, 0
-    for i, tag in enumerate([*tags, "O"]):  # the sentinel "O" closes an entity at the end
-        prefix, _, tag_type = tag.partition("-")
-        continues = prefix == "I" and tag_type == kind
-        if kind is not None and not continues:
-            spans.add((kind, start, i))
-            kind = None
-        if prefix in ("B", "I") and not continues:
-            kind, start = tag_type, i
-    return spans
 
 
 def entity_prf(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict:

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from lmforge.model.inputs import entity_spans
 from lmforge.train.task_metrics import (
     accuracy,
     entity_prf,
-    entity_spans,
     macro_f1,
     majority_baseline,
     recall_at_k,

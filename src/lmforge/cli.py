@@ -355,13 +355,52 @@ def evaluate_cmd(
         typer.echo(f"{name}: {value:.4f}")
 
 
+@app.command("serve")
+@guarded
+def serve_cmd(
+    models: Annotated[list[Path] | None, typer.Argument(help="Model folders (export folders for the onnx "
+                                                             "runtimes).")] = None,
+    runtime: Annotated[str | None, typer.Option(help="eager, int8 (dynamic INT8 at load), onnx or "
+                                                     "onnx-int8, for every model given here.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Result cache in Redis "
+                                                  "(default: in-process).")] = None,
+    api_keys: Annotated[Path | None, typer.Option("--api-keys", help="File of API keys, one per line "
+                                                  "(also $LMFORGE_API_KEYS).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False,
+) -> None:
+    """Serve models over HTTP: OpenAI-compatible and KServe v2 routes, dynamic and continuous
+    batching, result and prefix caches, Prometheus metrics on /metrics."""
+    from lmforge.config import commented_yaml, load
+    from lmforge.serve.settings import ServeSettings
+
+    specs = [given(path=m, runtime=runtime) for m in models or []]
+    cfg = load(ServeSettings, config, set_, given(models=specs or None, host=host, port=port,
+                                                  redis_url=redis_url, api_keys_file=api_keys, device=device))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    import uvicorn
+
+    from lmforge.serve.app import create_app
+
+    app_ = create_app(cfg)
+    if not app_.state.keys.enabled:
+        typer.secho("warning: no API keys configured; the server is open to anyone who can reach it",
+                    fg=typer.colors.YELLOW, err=True)
+    uvicorn.run(app_, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=30)
+
+
 @app.command("export")
 @guarded
 def export_cmd(
     model: Annotated[Path, typer.Argument(help="Model folder.")],
     format_: Annotated[str, typer.Option("--format", help="onnx, onnx-int8 (ONNX Runtime dynamic INT8), "
                                          "torchscript (deprecated by PyTorch; for libtorch servers), triton "
-                                         "(ONNX Runtime + PyTorch backends) or executorch (extra "
+                                         "(ONNX Runtime, PyTorch and Python backends) or executorch (extra "
                                          "'executorch').")],
     out: Annotated[Path | None, typer.Option(help="Output folder; must not exist (default: "
                                                   "MODEL/../../exports/<model name>/<format>).")] = None,

@@ -5,6 +5,11 @@ computed over cat(memory, current), so a query at segment position i sees `mlen 
 while gradients stay inside the current segment (memory is detached). The position encoding
 (`config.position`) only changes how scores are formed, see `positions.py`.
 
+Sequences whose memories differ in length can share a batch: left-pad the memories and pass a
+[B, M+T] `padding_mask`. Relative and rotary scores depend only on query-key distances, which
+left padding leaves unchanged; learned absolute positions are offset per row by the padding, so
+every row computes what it would alone (up to float rounding).
+
 Shapes: B batch, T segment length, M memory length, K = M + T keys, D width, H heads.
 """
 
@@ -128,31 +133,46 @@ class Transformer(nn.Module):
                 padding_mask: Tensor | None = None, mem_len: int | None = None) -> ModelOutput:
         """Run one segment `idx` [B, T] after `mems` (from the previous call's output).
 
-        `causal=False` lets every query see the whole segment (masked LM). `padding_mask`
-        [B, T] is True for real tokens; pads are never attended to (memory counts as real).
-        `mem_len` overrides `config.mem_len` for the returned memory (generation keeps more).
+        `causal=False` lets every query see the whole segment (masked LM). `padding_mask` is True
+        for real tokens and pads are never attended to: [B, T] covers the segment (memory counts
+        as real), [B, M+T] the memory too (left-padded memories of different lengths; the
+        returned memory keeps the padding in place). `mem_len` overrides `config.mem_len` for the
+        returned memory (generation keeps more).
         """
         mems = mems or None
         if mems is not None and len(mems) != len(self.blocks):
             raise ValueError(f"expected {len(self.blocks)} memory tensors (one per layer), got {len(mems)}")
         t = idx.size(1)
         mlen = mems[0].size(1) if mems is not None else 0
-        x = self.embed(idx, mlen)
+        if padding_mask is not None and padding_mask.size(1) not in (t, mlen + t):
+            raise ValueError(f"padding_mask covers {padding_mask.size(1)} positions; expected the "
+                             f"segment ({t}) or memory + segment ({mlen + t})")
+        mem_pads = None
+        if padding_mask is not None and padding_mask.size(1) == mlen + t:
+            mem_pads = (~padding_mask[:, :mlen].to(torch.bool)).sum(dim=1)
+        x = self.embed(idx, mlen, mem_pads)
         mask = attention_mask(t, mlen, causal, padding_mask, idx.device)
         keep = self.config.mem_len if mem_len is None else mem_len
         x, new_mems = run_blocks(self.blocks, x, mems, mask, causal, keep)
         hidden = self.norm(x)
         return ModelOutput(hidden=hidden, logits=self.lm_head(hidden), mems=new_mems)
 
-    def embed(self, idx: Tensor, mlen: int) -> Tensor:
-        """Token (+ learned absolute position) embeddings of a segment that follows `mlen` memory tokens."""
+    def embed(self, idx: Tensor, mlen: int, mem_pads: Tensor | None = None) -> Tensor:
+        """Token (+ learned absolute position) embeddings of a segment that follows `mlen` memory tokens.
+
+        `mem_pads` [B] counts each row's padded memory positions: a row's segment then starts at
+        position mlen - pads, where it would start without the padding.
+        """
         t = idx.size(1)
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             if mlen + t > self.pos_emb.num_embeddings:
                 raise ValueError(f"absolute positions reach {self.pos_emb.num_embeddings} tokens "
                                  f"(seq_len + mem_len); got {mlen} memory + {t} segment tokens")
-            x = x + self.pos_emb(torch.arange(mlen, mlen + t, device=idx.device))
+            positions = torch.arange(mlen, mlen + t, device=idx.device)
+            if mem_pads is not None:
+                positions = positions - mem_pads[:, None]  # [B, T]
+            x = x + self.pos_emb(positions)
         return self.drop(x)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
@@ -184,8 +204,9 @@ def attention_mask(t: int, mlen: int, causal: bool, padding_mask: Tensor | None,
                    device: torch.device) -> Tensor | None:
     """Boolean [B or 1, 1, T, M+T] mask, True where query i may attend to key j; None = all.
 
-    Query i sits at key index mlen+i. Every query may see itself, so a pad query never has an
-    empty row (that would make NaNs, which leak through 0-weighted values into real tokens).
+    `padding_mask` is [B, T] (memory all real) or [B, M+T]. Query i sits at key index mlen+i.
+    Every query may see itself, so a pad query never has an empty row (that would make NaNs, which
+    leak through 0-weighted values into real tokens).
     """
     if not causal and padding_mask is None:
         return None
@@ -193,7 +214,9 @@ def attention_mask(t: int, mlen: int, causal: bool, padding_mask: Tensor | None,
     key = torch.arange(mlen + t, device=device)[None, :]
     allowed = key <= query if causal else torch.ones(t, mlen + t, dtype=torch.bool, device=device)
     if padding_mask is not None:
-        real = F.pad(padding_mask.to(torch.bool), (mlen, 0), value=True)  # memory is never padding
+        real = padding_mask.to(torch.bool)
+        if real.size(1) == t:
+            real = F.pad(real, (mlen, 0), value=True)  # memory given as all real
         allowed = (allowed & real[:, None, :]) | (key == query)
     return allowed.view(-1, 1, t, mlen + t)
 

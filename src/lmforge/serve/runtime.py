@@ -7,8 +7,9 @@
 
 Every head is `forward(input_ids, attention_mask) -> array`, the interface `export.signature`
 gives every format, so the batcher and the routes never ask which runtime they have. Inputs are
-tokenised by `model.inputs`, as fine-tuning did. Generation and scoring need the recurrence
-memory step by step and run on the eager backbone (`lm`), so an export folder serves heads only.
+tokenised by `model.inputs`, as fine-tuning did. A causal LM also serves a `score` head (each
+text's log-likelihood, batched like the other heads). Generation needs the recurrence memory step
+by step and runs on the eager backbone (`lm`), so an export folder serves task heads only.
 
 The version is the first 12 hex digits of the sha256 of the folder's manifest, which pins the
 sha256 of every file in it: result-cache keys carry it and the runtime (INT8 at load changes the
@@ -44,7 +45,7 @@ HeadForward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 class Head:
     name: str
     task: str
-    """classify, ner or embed."""
+    """classify, ner, embed or score."""
     labels: list[str]
     max_len: int
     causal: bool
@@ -113,7 +114,10 @@ def open_model(path: str | Path, runtime: str = "eager", device: str = "auto",
         sig = signature(bundle, head)
         heads[head] = Head(head, sig.task, sig.settings["labels"], sig.settings["max_len"],
                            sig.settings["causal"], _torch_forward(sig.module, target))
-    lm = bundle.model if bundle.lm_task() is not None else None
+    lm = bundle.model if bundle.lm_task() == "causal_lm" else None
+    if lm is not None:
+        window = bundle.config.context_len
+        heads["score"] = Head("score", "score", [], window, True, _score_forward(lm, target))
     return ServedModel(**common, heads=heads, lm=lm, device=target)
 
 
@@ -125,6 +129,22 @@ def _torch_forward(module: torch.nn.Module, device: torch.device) -> HeadForward
         ids = torch.from_numpy(input_ids).to(device)
         mask = torch.from_numpy(attention_mask).to(device)
         return module(ids, mask).float().cpu().numpy()
+
+    return forward
+
+
+def _score_forward(lm: Transformer, device: torch.device) -> HeadForward:
+    """[B, 2]: each row's summed log-probability of its tokens after the first, and how many there
+    are (so perplexity = exp(-sum / count)); pads count for nothing."""
+    lm.eval()
+
+    @torch.inference_mode()
+    def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(input_ids).to(device)
+        mask = torch.from_numpy(attention_mask).to(device).bool()
+        logprobs = lm(ids, padding_mask=mask, mem_len=0).logits[:, :-1].float().log_softmax(-1)
+        picked = logprobs.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        return torch.stack([picked.sum(-1), mask[:, 1:].sum(-1).float()], dim=-1).cpu().numpy()
 
     return forward
 

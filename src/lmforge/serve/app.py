@@ -74,7 +74,7 @@ async def ner(body: TextsBody, request: Request) -> dict[str, Any]:
 async def _texts_route(body: TextsBody, request: Request, task: str) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     svc = request.app.state.service
-    model = svc.resolve(request, body.model)
+    model = svc.resolve(request, body.model, texts)
     results = await unless_disconnected(request, svc.single_pass(model, task, texts, body.head))
     return {"model": body.model, "results": results}
 

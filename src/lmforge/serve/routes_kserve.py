@@ -6,7 +6,8 @@ A model's `infer` takes one BYTES input named `text` (shape [n], one string per 
 head chosen by the request parameter `task` (classify, ner, embed or score; default: the model's
 only task head). Outputs, each [n] rows: classify `label` (BYTES) and `scores` (FP32 [n, labels]);
 ner `entities` (BYTES, a JSON list per row); embed `embedding` (FP32 [n, dim]); score
-`log_likelihood` (FP32) and `tokens` (INT64). The `priority` parameter goes to the batcher.
+`log_likelihood` (FP32) and `tokens` (INT64). The schedule-policy extension's `priority` (1 = the
+highest level) and `timeout` (microseconds allowed in the queue) parameters go to the batcher.
 
 Inputs may come in the binary tensor extension `tritonclient` uses by default: the JSON header is the
 first `Inference-Header-Content-Length` bytes of the body and each input with a `binary_data_size`
@@ -111,15 +112,17 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
 async def infer(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
     body = _infer_request(await request.body(), request.headers.get("inference-header-content-length"))
     svc = service(request)
-    model = _model(svc, svc.resolve(request, name), version)
     texts = _texts(body)
+    model = _model(svc, svc.resolve(request, name, texts), version)
     task = body.parameters.get("task") or _only_task(model)
     if task not in TASKS:
         raise InvalidInput(f"parameters.task {task!r}: expected one of {', '.join(TASKS)}")
-    priority = body.parameters.get("priority", 0)
-    if not isinstance(priority, int):
-        raise InvalidInput(f"parameters.priority {priority!r}: expected an integer")
-    results = await unless_disconnected(request, svc.single_pass(name, task, texts, priority=priority))
+    policy = {key: body.parameters.get(key, 0) for key in ("priority", "timeout")}
+    for key, value in policy.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"parameters.{key} {value!r}: expected a non-negative integer")
+    work = svc.single_pass(name, task, texts, priority=policy["priority"], timeout_us=policy["timeout"])
+    results = await unless_disconnected(request, work)
     response = {"model_name": name, "model_version": model.version, "outputs": _encode(task, results)}
     if body.id is not None:
         response["id"] = body.id

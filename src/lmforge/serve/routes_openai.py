@@ -89,7 +89,7 @@ async def chat_completions(body: ChatBody, request: Request) -> dict[str, Any] |
 async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     svc = service(request)
-    model = svc.resolve(request, body.model)
+    model = svc.resolve(request, body.model, texts)
     results = await unless_disconnected(request, svc.single_pass(model, "embed", texts))
     tokenizer = svc.registry.get(body.model).model.tokenizer
     used = sum(len(tokenizer.encode(t).ids) for t in texts)
@@ -101,7 +101,7 @@ async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
 
 async def _generate(request: Request, body: CompletionBody, prompt: str, chat: bool) -> Any:
     svc = service(request)
-    svc.resolve(request, body.model)
+    svc.resolve(request, body.model, [prompt])
     params = body.params()
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     if not body.stream:

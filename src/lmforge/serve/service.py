@@ -60,16 +60,19 @@ class Service:
         self.metrics = metrics
         self.cache = cache
 
-    def resolve(self, request: Any, model: str) -> str:
-        """`model` if the server runs it (else a 404 naming the models it runs); recorded on the
-        request for its metrics, whose labels only ever hold names of loaded models."""
+    def resolve(self, request: Any, model: str, texts: list[str]) -> str:
+        """`model` if the server runs it (else a 404 naming the models it runs), recorded on the
+        request for its metrics, whose labels only ever hold names of loaded models; `texts` are
+        kept on it for the request log (written only when `log_requests` asks, anonymised)."""
         self.registry.get(model)
         request.state.model = model
+        request.state.logged_text = " | ".join(texts)
         return model
 
     async def single_pass(self, model: str, task: str, texts: list[str], head: str | None = None,
-                          priority: int = 0) -> list[dict[str, Any]]:
-        """Run `texts` through `model`'s `task` head (one batcher request of len(texts) rows)."""
+                          priority: int = 0, timeout_us: int = 0) -> list[dict[str, Any]]:
+        """Run `texts` through `model`'s `task` head (one batcher request of len(texts) rows);
+        `priority` and `timeout_us` (time allowed in the queue) are Triton's schedule policy."""
         self._check_texts(texts)
         slot = self.registry.get(model)
         name = slot.model.head(task, head).name
@@ -84,7 +87,7 @@ class Service:
             served_by.append(current)
             ready = job if current is slot else encode_job(current.model, current.model.heads[name], texts)
             return await current.batchers[name].submit(ready, size=len(texts), length=ready.longest,
-                                                       priority=priority)
+                                                       priority=priority, timeout_us=timeout_us)
 
         results = await self._within_timeout(self.registry.call(model, work))
         if key is not None and served_by[-1] is slot:  # a swap mid-request: not this version's answer

@@ -341,3 +341,28 @@ def test_redis_result_cache_survives_redis_going_away(heads_folder, redis_server
         with redis_server.down():
             assert client.post("/v1/classify", json=body).json() == first  # served without the cache
             assert metric(client, 'lmforge_cache_requests_total{cache="result",result="error"}') >= 1
+
+
+def test_request_text_is_logged_only_when_asked_and_then_anonymised(heads_folder, monkeypatch_module, caplog):
+    text = "mail anna.schmidt@example.org or call +49 30 1234567 about card 4111 1111 1111 1111"
+    for log_requests in (False, True):
+        caplog.clear()
+        with small_server(heads_folder, log_requests=log_requests) as s, s.client() as client, \
+                caplog.at_level("INFO", logger="lmforge.serve"):
+            assert client.post("/v1/classify", json={"model": "m", "input": text}).status_code == 200
+        lines = [r.getMessage() for r in caplog.records if r.name == "lmforge.serve"]
+        assert any("/v1/classify 200" in line for line in lines)
+        logged = "\n".join(lines)
+        assert KEY not in logged and "anna.schmidt" not in logged and "4111" not in logged
+        assert ("card" in logged) is log_requests  # the rest of the text, only when asked
+
+
+def test_kserve_timeout_and_priority_parameters_are_checked(server):
+    client = server.client()
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}
+    for bad in ({"priority": -1}, {"timeout": "soon"}, {"priority": True}):
+        response = client.post("/v2/models/m/infer", json={**body, "parameters": {"task": "classify", **bad}})
+        assert response.status_code == 400, bad
+    ok = client.post("/v2/models/m/infer", json={**body, "parameters": {"task": "classify", "priority": 1,
+                                                                      "timeout": 10_000_000}})
+    assert ok.status_code == 200

@@ -10,6 +10,7 @@ for the imports it uses and `lmforge --help` for none.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -370,6 +371,8 @@ def serve_cmd(
                                                   "(also $LMFORGE_API_KEYS).")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Load and warm up every model, print what "
+                                                        "would be served, and exit.")] = False,
     set_: SetOpt = None, print_config: PrintOpt = False,
 ) -> None:
     """Serve models over HTTP: OpenAI-compatible and KServe v2 routes, dynamic and continuous
@@ -388,6 +391,20 @@ def serve_cmd(
     from lmforge.serve.app import create_app
 
     app_ = create_app(cfg)
+    if check:
+        import asyncio
+
+        from lmforge.serve.registry import Registry
+
+        async def load_all() -> None:
+            registry = Registry(cfg, app_.state.metrics)
+            for spec in cfg.models:
+                slot = await registry.load(spec)
+                typer.echo(json.dumps(slot.model.describe()))
+            await registry.close()
+
+        asyncio.run(load_all())
+        return
     if not app_.state.keys.enabled:
         typer.secho("warning: no API keys configured; the server is open to anyone who can reach it",
                     fg=typer.colors.YELLOW, err=True)

@@ -52,6 +52,7 @@ TINY = {  # verb -> overrides appended to the README's command
     "distill": "--set steps=2 --set batch_size=4 --set eval_every=2",
     "prune": "--steps 2 --set batch_size=4 --set importance_batches=1",
     "compress-report": "--rounds 1",
+    "serve": "--device cpu",
 }
 HEAD_LINES = 1000
 """Lines kept of each shared dataset the README names."""

@@ -110,7 +110,7 @@ class Registry:
         if model.lm is not None:
             cache = PrefixCache(s.prefix_cache_bytes) if s.prefix_cache_bytes else None
             slot.generator = ContinuousBatcher(model.lm, max_running=s.max_running, max_waiting=s.max_waiting,
-                                               prefix_cache=cache, on_step=self._on_step(model.name))
+                                               prefix_cache=cache, on_step=self._on_step(model.name, cache))
         return slot
 
     def _on_batch(self, model: str, slot: Slot, head: str) -> Callable[[BatchReport], None]:
@@ -120,10 +120,17 @@ class Registry:
             self.metrics.set_queue(model, queue.queued_requests, queue.capacity or 0)
         return report
 
-    def _on_step(self, model: str) -> Callable[[Any], None]:
+    def _on_step(self, model: str, cache: PrefixCache | None) -> Callable[[Any], None]:
+        counted = {"hit": 0, "miss": 0}
+
         def report(step: Any) -> None:  # tokens counted as computed, whether or not a client read them
             self.metrics.set_running(model, step.running)
             self.metrics.observe_tokens(model, 0, step.tokens)
+            if cache is not None:  # the cache counts its own look-ups; export what is new since the last step
+                for result, total in (("hit", cache.hits), ("miss", cache.misses)):
+                    for _ in range(total - counted[result]):
+                        self.metrics.observe_cache("prefix", result)
+                    counted[result] = total
             for seconds in step.first_token_seconds:
                 self.metrics.observe_first_token(model, seconds)
         return report

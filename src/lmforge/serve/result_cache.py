@@ -6,7 +6,8 @@ hashes everything that changes the output (model, model version, tokenizer, rout
 input, every decoding parameter) and puts the model version in the readable prefix: a deploy
 invalidates by construction (no SCAN/DEL), and replicas of one version behind a balancer share
 entries safely. Only deterministic requests are cacheable (`is_cacheable`), and the caller stores
-only successful, non-truncated answers.
+only successful answers (one cut at `max_tokens` is the exact answer to its request: max_tokens is
+in the key).
 
 Either cache is best effort: entries expire after a TTL, the in-process one is bounded by bytes
 (a bound by entry count, as GPTCache's, runs out of memory when answers are large), and a Redis

@@ -2,8 +2,10 @@
 
 The OpenAI, KServe and native routes only translate bodies; the limits, the result cache, the
 batchers and the hot-swap retry are applied here, once. A cached answer is keyed by the model's
-version and runtime, the tokenizer, the operation and every parameter that changes the output
-(`result_cache.cache_key`), and only deterministic requests are cached.
+version and runtime, the tokenizer, the token ids and every parameter that changes the output
+(`result_cache.cache_key`), and only deterministic requests are cached. Cache calls run in a
+worker thread: a Redis round trip (or its timeout, when Redis stalls) must not hold up the event
+loop.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Service:
         name = slot.model.head(task, head).name
         job = encode_job(slot.model, slot.model.heads[name], texts)
         key = self._key(slot, f"{task}:{name}", job.rows, {})  # token ids: what the model will see
-        if key is not None and (hit := self.cache.get(key)) is not None:
+        if key is not None and (hit := await asyncio.to_thread(self.cache.get, key)) is not None:
             return hit["results"]
 
         served_by: list[Slot] = []
@@ -91,7 +93,7 @@ class Service:
 
         results = await self._within_timeout(self.registry.call(model, work))
         if key is not None and served_by[-1] is slot:  # a swap mid-request: not this version's answer
-            self.cache.set(key, {"results": results})
+            await asyncio.to_thread(self.cache.set, key, {"results": results})
         return results
 
     def prompt_ids(self, model: str, prompt: str) -> list[int]:
@@ -107,7 +109,7 @@ class Service:
         slot = self.registry.get(model)
         cacheable = is_cacheable({"temperature": params.temperature, "seed": params.seed})
         key = self._key(slot, "generate", ids, params.key()) if cacheable else None
-        if key is not None and (hit := self.cache.get(key)) is not None:
+        if key is not None and (hit := await asyncio.to_thread(self.cache.get, key)) is not None:
             return Completion(**hit)
         pieces, last = [], None
         async for piece, state in self.stream(model, ids, params):
@@ -115,7 +117,7 @@ class Service:
             last = state
         completion = Completion("".join(pieces), last.finish_reason, len(ids), last.completion_tokens)
         if key is not None:
-            self.cache.set(key, completion.__dict__)
+            await asyncio.to_thread(self.cache.set, key, completion.__dict__)
         return completion
 
     async def stream(self, model: str, ids: list[int], params: GenerationParams

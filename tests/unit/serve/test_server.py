@@ -366,3 +366,20 @@ def test_kserve_timeout_and_priority_parameters_are_checked(server):
     ok = client.post("/v2/models/m/infer", json={**body, "parameters": {"task": "classify", "priority": 1,
                                                                       "timeout": 10_000_000}})
     assert ok.status_code == 200
+
+
+def test_a_chat_follow_up_hits_the_prefix_cache_and_answers_as_without_it(heads_folder, monkeypatch_module):
+    turns = [{"role": "user", "content": "I would like to know why my card payment was declined at the shop"}]
+    answers = {}
+    for cache_bytes in (0, 1 << 24):
+        with small_server(heads_folder, prefix_cache_bytes=cache_bytes) as s, s.client() as client:
+            client.post("/v1/chat/completions", json={"model": "m", "messages": turns, "max_tokens": 4,
+                                                      "temperature": 0})
+            follow_up = [*turns, {"role": "assistant", "content": "Let me check."},
+                         {"role": "user", "content": "It was yesterday, in the afternoon, for groceries."}]
+            answer = client.post("/v1/chat/completions", json={"model": "m", "messages": follow_up,
+                                                               "max_tokens": 6, "temperature": 0})
+            answers[cache_bytes] = answer.json()["choices"][0]["message"]["content"]
+            hits = metric(client, 'lmforge_cache_requests_total{cache="prefix",result="hit"}')
+            assert (hits >= 1) is (cache_bytes > 0)
+    assert answers[0] == answers[1 << 24]

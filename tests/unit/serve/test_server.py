@@ -383,3 +383,44 @@ def test_a_chat_follow_up_hits_the_prefix_cache_and_answers_as_without_it(heads_
             hits = metric(client, 'lmforge_cache_requests_total{cache="prefix",result="hit"}')
             assert (hits >= 1) is (cache_bytes > 0)
     assert answers[0] == answers[1 << 24]
+
+
+def test_sigterm_drains_the_requests_in_flight(heads_folder, tmp_path):
+    """`lmforge serve` as a user starts it; SIGTERM while requests wait: every one is answered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from processes import kill_tree, start_in_session
+
+    port = free_port()
+    command = [sys.executable, "-m", "lmforge", "serve", str(heads_folder), "--port", str(port),
+               "--device", "cpu", "--set", "batcher.max_queue_delay_microseconds=3000000"]  # batches wait 3 s
+    env = {**os.environ, "LMFORGE_API_KEYS": KEY, "OMP_NUM_THREADS": "1"}
+    server = start_in_session(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        name = heads_folder.name
+
+        def classify(i: int) -> int:
+            body = {"model": name, "input": f"my card {i} was declined"}
+            return httpx.post(f"{url}/v1/classify", json=body, timeout=60,
+                              headers={"Authorization": f"Bearer {KEY}"}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(classify, i) for i in range(8)]
+            time.sleep(1)  # the requests reach the queue, where they wait 3 s for their batch
+            server.send_signal(signal.SIGTERM)
+            codes = [answer.result() for answer in answers]
+        assert codes == [200] * 8
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
+    finally:
+        kill_tree(server)
+        server.communicate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -386,6 +387,9 @@ def serve_cmd(
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
+    # Before torch loads OpenMP: idle worker threads sleep instead of spinning, since this process
+    # also runs the event loop and the batchers (spinning workers starved them: 10x slower, measured).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from lmforge.serve.app import create_app

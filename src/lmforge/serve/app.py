@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -101,6 +102,8 @@ async def load_model(name: str, body: LoadBody, request: Request) -> dict[str, A
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     metrics = ServerMetrics()
     keys = KeyRing(read_keys(settings.api_keys_file, settings.api_keys_env),
                    read_keys(None, settings.admin_keys_env))

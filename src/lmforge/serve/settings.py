@@ -31,6 +31,9 @@ class ServeSettings(Config):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    """Threads torch uses for one forward pass; default: torch's (the machine's cores). The event
+    loop and the batchers run beside them in the same process."""
     api_keys_file: Path | None = None
     """One key per line; with none here and none in the environment the server is open (local use)."""
     api_keys_env: str = "LMFORGE_API_KEYS"

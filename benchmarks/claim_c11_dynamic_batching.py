@@ -42,11 +42,11 @@ import random
 import sys
 import tempfile
 import time
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import httpx
-import litserve
 import torch
 from finetune_quality import sst2_classifier
 from realdata import data_dir
@@ -77,41 +77,49 @@ AIM_RATIO, AIM_P99_MS = 5.0, 500.0
 PROBES = 16
 
 
-class ClassifyAPI(litserve.LitAPI):
-    """The LitServe side: the same folder, tokenisation, padding, forward pass and result shape as
-    `lmforge serve`'s classify route (lmforge.serve.heads), behind LitServe's batching loop."""
+def classify_api(folder: str, threads: int):
+    """The LitServe side (litserve imported here: it is the `bench` extra, not a dev dependency)."""
+    import litserve
 
-    def __init__(self, folder: str, threads: int):
-        super().__init__(max_batch_size=BATCH, batch_timeout=DELAY_S, api_path="/v1/classify")
-        self.folder, self.threads = folder, threads
+    class ClassifyAPI(litserve.LitAPI):
+        """The LitServe side: the same folder, tokenisation, padding, forward pass and result shape as
+        `lmforge serve`'s classify route (lmforge.serve.heads), behind LitServe's batching loop."""
 
-    def setup(self, device: str) -> None:
-        torch.set_num_threads(self.threads)
-        self.model = open_model(self.folder, "eager", "cpu", NAME)
-        self.head = self.model.head("classify")
-        self.loop = asyncio.new_event_loop()  # run_jobs is a coroutine; one loop for every batch
+        def __init__(self, folder: str, threads: int):
+            super().__init__(max_batch_size=BATCH, batch_timeout=DELAY_S, api_path="/v1/classify")
+            self.folder, self.threads = folder, threads
 
-    # LitServe builds its route from these two signatures: an unannotated `request` is read as the
-    # JSON body and an unannotated return as a JSON answer (string annotations would break both).
-    def decode_request(self, request):
-        return encode_job(self.model, self.head, [request["input"]])
+        def setup(self, device: str) -> None:
+            torch.set_num_threads(self.threads)
+            self.model = open_model(self.folder, "eager", "cpu", NAME)
+            self.head = self.model.head("classify")
+            self.loop = asyncio.new_event_loop()  # run_jobs is a coroutine; one loop for every batch
 
-    def batch(self, jobs: list[Any]) -> list[Any]:
-        return jobs
+        # LitServe builds its route from these two signatures: an unannotated `request` is read as the
+        # JSON body and an unannotated return as a JSON answer (string annotations would break both).
+        def decode_request(self, request):
+            return encode_job(self.model, self.head, [request["input"]])
 
-    def predict(self, jobs: list[Any]) -> list[list[dict[str, Any]]]:
-        return self.loop.run_until_complete(run_jobs(self.head, jobs))
+        def batch(self, jobs: list[Any]) -> list[Any]:
+            return jobs
 
-    def unbatch(self, results: list[Any]) -> list[Any]:
-        return results
+        def predict(self, jobs: list[Any]) -> list[list[dict[str, Any]]]:
+            return self.loop.run_until_complete(run_jobs(self.head, jobs))
 
-    def encode_response(self, results):
-        return {"model": NAME, "results": results}
+        def unbatch(self, results: list[Any]) -> list[Any]:
+            return results
+
+        def encode_response(self, results):
+            return {"model": NAME, "results": results}
+
+    return ClassifyAPI(folder, threads)
 
 
 def serve_litserve(folder: str, port: int, threads: int) -> None:
     """The LitServe subprocess (`--litserve FOLDER --port P`); log level as `lmforge serve`'s."""
-    server = litserve.LitServer(ClassifyAPI(folder, threads), accelerator="cpu", devices=1,
+    import litserve
+
+    server = litserve.LitServer(classify_api(folder, threads), accelerator="cpu", devices=1,
                                 workers_per_device=1, timeout=30)
     server.run(host="127.0.0.1", port=port, log_level="info", generate_client_file=False)
 
@@ -284,7 +292,7 @@ def report(blocks: dict[str, dict], gen: dict[int, dict], model: Path, args: arg
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared by the server, "
         f"the client process and the driver; servers at {thread_settings(args.threads)}, torch "
         f"{torch.__version__}, LitServe "
-        f"{litserve.__version__} (defaults, one API server and one inference worker process). "
+        f"{package_version('litserve')} (defaults, one API server and one inference worker process). "
         f"Client: one process, closed loop, httpx; {args.seconds:g} s measured per point after "
         f"{args.warmup:g} s warm-up. Both lmforge servers: result and prefix caches off, uvicorn "
         f"access log on (as LitServe's). {elapsed:.0f} s in all.", "",

@@ -35,7 +35,6 @@ model build. Writes benchmarks/results/claim_c11_dynamic_batching.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import random
@@ -66,7 +65,6 @@ from train_throughput import foreign_load, machine_jiffies
 
 from lmforge.data.tasks import read_text_labels
 from lmforge.model.bundle import load_bundle
-from lmforge.serve.heads import encode_job, run_jobs
 from lmforge.serve.runtime import open_model
 
 RESULTS = Path(__file__).parent / "results" / "claim_c11_dynamic_batching.md"
@@ -75,53 +73,6 @@ NAME = "sst2"
 BATCH, DELAY_S = 64, 0.002
 AIM_RATIO, AIM_P99_MS = 5.0, 500.0
 PROBES = 16
-
-
-def classify_api(folder: str, threads: int):
-    """The LitServe side (litserve imported here: it is the `bench` extra, not a dev dependency)."""
-    import litserve
-
-    class ClassifyAPI(litserve.LitAPI):
-        """The LitServe side: the same folder, tokenisation, padding, forward pass and result shape as
-        `lmforge serve`'s classify route (lmforge.serve.heads), behind LitServe's batching loop."""
-
-        def __init__(self, folder: str, threads: int):
-            super().__init__(max_batch_size=BATCH, batch_timeout=DELAY_S, api_path="/v1/classify")
-            self.folder, self.threads = folder, threads
-
-        def setup(self, device: str) -> None:
-            torch.set_num_threads(self.threads)
-            self.model = open_model(self.folder, "eager", "cpu", NAME)
-            self.head = self.model.head("classify")
-            self.loop = asyncio.new_event_loop()  # run_jobs is a coroutine; one loop for every batch
-
-        # LitServe builds its route from these two signatures: an unannotated `request` is read as the
-        # JSON body and an unannotated return as a JSON answer (string annotations would break both).
-        def decode_request(self, request):
-            return encode_job(self.model, self.head, [request["input"]])
-
-        def batch(self, jobs: list[Any]) -> list[Any]:
-            return jobs
-
-        def predict(self, jobs: list[Any]) -> list[list[dict[str, Any]]]:
-            return self.loop.run_until_complete(run_jobs(self.head, jobs))
-
-        def unbatch(self, results: list[Any]) -> list[Any]:
-            return results
-
-        def encode_response(self, results):
-            return {"model": NAME, "results": results}
-
-    return ClassifyAPI(folder, threads)
-
-
-def serve_litserve(folder: str, port: int, threads: int) -> None:
-    """The LitServe subprocess (`--litserve FOLDER --port P`); log level as `lmforge serve`'s."""
-    import litserve
-
-    server = litserve.LitServer(classify_api(folder, threads), accelerator="cpu", devices=1,
-                                workers_per_device=1, timeout=30)
-    server.run(host="127.0.0.1", port=port, log_level="info", generate_client_file=False)
 
 
 def lmforge_settings(model: Path, port: int, **overrides: Any) -> dict[str, Any]:
@@ -138,8 +89,8 @@ def servers(model: Path, root: Path, threads: int) -> dict[str, ServerCommand]:
                                    ("lmforge dynamic", {"max_batch_size": BATCH,
                                                         "max_queue_delay_microseconds": int(DELAY_S * 1e6)}))}
     port = free_port()
-    command = [sys.executable, __file__, "--litserve", str(model), "--port", str(port),
-               "--threads", str(threads)]
+    command = [sys.executable, str(Path(__file__).with_name("litserve_peer.py")), str(model), "--port",
+               str(port), "--threads", str(threads)]
     found["LitServe"] = ServerCommand(command, f"http://127.0.0.1:{port}", "/health", server_env(threads),
                                       root / "litserve.log")
     return found
@@ -330,8 +281,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="servers' intra-op threads")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny preset, few steps, C=1,8, seconds; prints, writes no file")
-    parser.add_argument("--litserve", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.preset = "small"
     if args.quick:
@@ -344,9 +293,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if args.litserve:
-        serve_litserve(args.litserve, args.port, args.threads)
-        return 0
     data = data_dir()
     sentences = sst2_sentences(data)
     with tempfile.TemporaryDirectory() as tmp:

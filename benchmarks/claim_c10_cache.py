@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,7 @@ import uvicorn
 from finetune_quality import pretrained_model, slices
 from prometheus_client.parser import text_string_to_metric_families
 from realdata import data_dir
+from serve_load import free_port
 from train_throughput import foreign_load, machine_jiffies
 
 from lmforge.artifacts import load_tokenizer
@@ -114,12 +114,6 @@ def first_occurrences(picks: list[int]) -> list[bool]:
         firsts.append(pick not in seen)
         seen.add(pick)
     return firsts
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -21,13 +21,12 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import sys
 import traceback
 from pathlib import Path
 
 import pytest
-from processes import run_bounded
+from processes import free_port, run_bounded
 from typer.testing import CliRunner
 
 from lmforge.cli import app
@@ -118,10 +117,7 @@ def invoke(cwd: Path, args: list[str]) -> tuple[int, str]:
 
 def one_node(args: list[str]) -> list[str]:
     """torchrun's arguments for one node of one process: ONE_NODE's values, a free local port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    fixed = {**ONE_NODE, "--rdzv-endpoint": f"127.0.0.1:{port}"}
+    fixed = {**ONE_NODE, "--rdzv-endpoint": f"127.0.0.1:{free_port()}"}
     return [fixed.get(args[i - 1], arg) if i else arg for i, arg in enumerate(args)]
 
 

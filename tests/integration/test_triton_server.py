@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import sysconfig
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
-from processes import kill_tree, start_in_session
+from processes import free_port, kill_tree, start_in_session
 
 from lmforge.export.triton import MAX_QUEUE_DELAY_US
 
@@ -31,12 +30,6 @@ TRITON_ENV = Path(os.environ.get("LMFORGE_TRITON_ENV", Path(__file__).parents[2]
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 SITE = TRITON_ENV / "lib" / f"python{PYTHON}" / "site-packages"
 SERVER = SITE / "pytriton" / "tritonserver"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

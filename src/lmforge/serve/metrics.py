@@ -107,10 +107,10 @@ class ServerMetrics:
     def set_running(self, model: str, sequences: int) -> None:
         self.running.labels(model).set(sequences)
 
-    def observe_cache(self, cache: str, result: str) -> None:
+    def observe_cache(self, cache: str, result: str, count: int = 1) -> None:
         _check(cache, CACHES, "cache")
         _check(result, CACHE_RESULTS, "cache result")
-        self.cache_requests.labels(cache, result).inc()
+        self.cache_requests.labels(cache, result).inc(count)
 
     def set_model(self, model: str, version: str, runtime: str) -> None:
         """Record what `model` runs; a reload replaces the series rather than adding one beside it."""

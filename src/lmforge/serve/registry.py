@@ -128,8 +128,7 @@ class Registry:
             self.metrics.observe_tokens(model, 0, step.tokens)
             if cache is not None:  # the cache counts its own look-ups; export what is new since the last step
                 for result, total in (("hit", cache.hits), ("miss", cache.misses)):
-                    for _ in range(total - counted[result]):
-                        self.metrics.observe_cache("prefix", result)
+                    self.metrics.observe_cache("prefix", result, total - counted[result])
                     counted[result] = total
             for seconds in step.first_token_seconds:
                 self.metrics.observe_first_token(model, seconds)

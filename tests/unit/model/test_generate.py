@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lively import lively
 
 from lmforge.model import generate
 from lmforge.model.generate import prefill, sample_token
@@ -57,22 +58,6 @@ def test_rejects_bad_arguments(model):
         generate(model, [], 3)
     with pytest.raises(ValueError, match="top_p"):
         generate(model, PROMPT, 3, top_p=1.5)
-
-
-def lively(model):
-    """Unit-scale random weights with residual branches larger than the tied embedding: the model's
-    tokens then depend on the context rather than repeating the input token."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.startswith("blocks") and param.dim() == 2:
-                gain = 4 if name.endswith(("wo.weight", "w_out.weight")) else 1
-                param.normal_(std=gain / param.size(1) ** 0.5)
-            elif name.endswith((".u", ".v")):
-                param.normal_(std=0.5)
-        model.tok_emb.weight.normal_(std=0.4)
-        if model.pos_emb is not None:
-            model.pos_emb.weight.normal_(std=0.4)
-    return model
 
 
 @pytest.fixture(params=["xl", "absolute", "rotary"])

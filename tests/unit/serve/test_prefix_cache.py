@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lively import lively
 
 from lmforge.model import ModelConfig, Transformer, generate
 from lmforge.model.generate import prefill
@@ -25,17 +26,7 @@ def model(request):
     otherwise makes the model repeat its input token."""
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=61, dropout=0.1, **CONFIGS[request.param])).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.startswith("blocks") and param.dim() == 2:
-                gain = 4 if name.endswith(("wo.weight", "w_out.weight")) else 1
-                param.normal_(std=gain / param.size(1) ** 0.5)
-            elif name.endswith((".u", ".v")):
-                param.normal_(std=0.5)
-        model.tok_emb.weight.normal_(std=0.4)
-        if model.pos_emb is not None:
-            model.pos_emb.weight.normal_(std=0.4)
-    return model
+    return lively(model)
 
 
 def prompt_of(length: int, offset: int = 0) -> list[int]:

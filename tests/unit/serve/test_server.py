@@ -5,7 +5,6 @@ and answers compared with the model run directly (an independent path: the bundl
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ import openai
 import pytest
 import torch
 import uvicorn
+from processes import free_port
 
 from lmforge.data.tasks import read_conll, read_text_labels
 from lmforge.model.bundle import load_bundle
@@ -28,12 +28,6 @@ from lmforge.train.multitask import multitask
 
 http = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http] (the dev extra)")
 KEY, ADMIN = "test-user-key", "test-admin-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -26,8 +26,9 @@ $(TRITON_VENV)/.installed:
 	$(TRITON_VENV)/bin/python -m pip install -q nvidia-pytriton==0.7.0 onnxruntime==1.32.0
 	touch $@
 
-# Services the serving tests start on 127.0.0.1 (Debian packages): redis-server, and promtool for the alert rules.
-SERVICES := redis-server:redis-server promtool:prometheus
+# Services the tests start on 127.0.0.1 (Debian packages): redis-server, PostgreSQL, promtool for the alert
+# rules, and chromium for the browser tests (Playwright drives it; no browser download).
+SERVICES := redis-server:redis-server promtool:prometheus pg_ctlcluster:postgresql chromium:chromium
 services:
 	@missing="$(foreach s,$(SERVICES),$(if $(shell command -v $(firstword $(subst :, ,$(s)))),,$(lastword $(subst :, ,$(s)))))"; \
 	if [ -n "$$(echo $$missing)" ]; then \

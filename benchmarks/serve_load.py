@@ -184,8 +184,12 @@ def free_port() -> int:
 
 def thread_settings(threads: int) -> str:
     """The servers' thread settings for a report. OMP_WAIT_POLICY is passed through from this
-    environment: libgomp's default spin-waiting costs a server dearly on an oversubscribed machine."""
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset (libgomp's default spin-wait)")
+    environment; where it is unset, `lmforge serve` sets PASSIVE for itself (libgomp's default
+    spin-waiting costs a server dearly on an oversubscribed machine) and other servers spin."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if policy is None:
+        return (f"{threads} intra-op threads (OMP_NUM_THREADS, MKL_NUM_THREADS), OMP_WAIT_POLICY unset: "
+                f"PASSIVE in `lmforge serve` (its default), libgomp's spin-wait in other servers")
     return f"{threads} intra-op threads (OMP_NUM_THREADS, MKL_NUM_THREADS), OMP_WAIT_POLICY {policy}"
 
 

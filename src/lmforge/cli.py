@@ -9,16 +9,25 @@ for the imports it uses and `lmforge --help` for none.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from lmforge.errors import LmforgeError
+from lmforge.cli_common import (
+    ConfigArg,
+    DeviceOpt,
+    NprocOpt,
+    PrintOpt,
+    ResumeOpt,
+    SetOpt,
+    given,
+    guarded,
+)
+from lmforge.cli_improve import abtest_app, improve_app, label_cmd
 
 app = typer.Typer(help="lmforge: from a raw text corpus to a trained, sampled language model; one verb "
                   "per lifecycle stage.", no_args_is_help=True, add_completion=False,
@@ -30,48 +39,9 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(model_app, name="model")
 parallel_app = typer.Typer(help="Plan parallel layouts.", no_args_is_help=True)
 app.add_typer(parallel_app, name="parallel")
-
-ConfigArg = Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)]
-PrintOpt = Annotated[bool, typer.Option("--print-config", help="Print the resolved config, every key "
-                                                               "with its help, and exit.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE "
-                                                       "(dotted keys, e.g. train.lr=3e-4). Repeatable.")]
-ResumeOpt = Annotated[str, typer.Option(help="auto (newest valid checkpoint), none, or a checkpoint folder.")]
-NprocOpt = Annotated[int, typer.Option(min=1, help="Worker processes on this machine (torchrun); the "
-                                                   "`parallel` section says how they split the work.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-
-
-def guarded(func):
-    """Turn the project's own errors (`LmforgeError`) into `error: <one line>` and exit status 1.
-
-    A message that spans lines (a quoted value, a library's report inside it) is joined into one:
-    one line is what scripts and the tests rely on.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except LmforgeError as err:
-            line = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
-            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def given(**options: Any) -> dict[str, Any]:
-    """The options a user gave, as a nested dict of typed values for `config.load(values=...)`:
-    None (not given) is left out, so the config file's or `--set`'s value stands."""
-    values: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            value = given(**value)
-        if value is not None and value != {}:
-            values[key] = value
-    return values
-
+app.add_typer(improve_app, name="improve")
+app.add_typer(abtest_app, name="abtest")
+app.command("label")(label_cmd)
 
 @app.command()
 @guarded
@@ -371,7 +341,13 @@ def serve_cmd(
     api_keys: Annotated[Path | None, typer.Option("--api-keys", help="File of API keys, one per line "
                                                   "(also $LMFORGE_API_KEYS).")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    records: Annotated[str | None, typer.Option("--records", help="Request and feedback log: a database "
+                                                "URL (sqlite:///records.db, postgresql+psycopg://...) "
+                                                "or a SQLite file.")] = None,
+    review: Annotated[bool, typer.Option("--review", help="Serve the review page (/review); needs "
+                                                          "--records.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file (A/B experiments "
+                                                "go here).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Load and warm up every model, print what "
                                                         "would be served, and exit.")] = False,
     set_: SetOpt = None, print_config: PrintOpt = False,
@@ -383,7 +359,8 @@ def serve_cmd(
 
     specs = [given(path=m, runtime=runtime) for m in models or []]
     cfg = load(ServeSettings, config, set_, given(models=specs or None, host=host, port=port,
-                                                  redis_url=redis_url, api_keys_file=api_keys, device=device))
+                                                  redis_url=redis_url, api_keys_file=api_keys, device=device,
+                                                  records_url=records, review=review or None))
     if print_config:
         typer.echo(commented_yaml(cfg))
         return

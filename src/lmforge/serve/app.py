@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,12 +30,15 @@ from pydantic import BaseModel
 from lmforge.artifacts import ArtifactError
 from lmforge.data.curate.steps.pii import find_pii, redact
 from lmforge.errors import LmforgeError
+from lmforge.records import InvalidCorrection, RecordsError, UnknownRequest, open_store
 from lmforge.serve.auth import KeyRing, RateLimiter, fingerprint, read_keys, retry_after_header
 from lmforge.serve.batcher import InvalidRequest, QueueFull, QueueTimeout, ShuttingDown
 from lmforge.serve.disconnect import ClientGone, unless_disconnected
 from lmforge.serve.metrics import ServerMetrics
 from lmforge.serve.registry import Registry
+from lmforge.serve.request_log import RequestLogger, log_entries
 from lmforge.serve.result_cache import open_cache
+from lmforge.serve.routes_improve import router as improve_router
 from lmforge.serve.routes_kserve import NotReady
 from lmforge.serve.routes_kserve import router as kserve_router
 from lmforge.serve.routes_openai import router as openai_router
@@ -44,6 +49,7 @@ log = logging.getLogger("lmforge.serve")
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/health")
 """Routes that need no API key: load balancers and orchestrators probe them."""
 STATUS = [(ClientGone, 499), (InvalidInput, 400), (InvalidRequest, 400), (ArtifactError, 404),
+          (UnknownRequest, 404), (InvalidCorrection, 400), (RecordsError, 503),
           (QueueFull, 503), (QueueTimeout, 503), (RequestTimeout, 503), (ShuttingDown, 503), (NotReady, 503),
           (LmforgeError, 400)]
 """Error type -> HTTP status, first match wins; 503s carry Retry-After."""
@@ -77,7 +83,8 @@ async def _texts_route(body: TextsBody, request: Request, task: str) -> dict[str
     svc = request.app.state.service
     model = svc.resolve(request, body.model, texts)
     results = await unless_disconnected(request, svc.single_pass(model, task, texts, body.head))
-    return {"model": body.model, "results": results}
+    ids = svc.answered(request, task, texts, results, body.head)
+    return {"model": body.model, "results": [{"id": i, **r} for i, r in zip(ids, results, strict=True)]}
 
 
 @native.get("/metrics")
@@ -94,8 +101,6 @@ async def health(request: Request) -> dict[str, Any]:
 @native.post("/admin/models/{name}/load")
 async def load_model(name: str, body: LoadBody, request: Request) -> dict[str, Any]:
     """Load a new version of `name` and swap it in when warm (admin key)."""
-    if not request.app.state.keys.check(_bearer(request), admin=True) and request.app.state.keys.enabled:
-        return _error(request, 403, "loading models needs an admin key")
     slot = await request.app.state.service.registry.load(ModelSpec(path=body.path, runtime=body.runtime,
                                                                    name=name))
     return slot.model.describe()
@@ -111,11 +116,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
                        max_bytes=settings.cache_max_bytes,
                        on_lookup=lambda outcome: metrics.observe_cache("result", outcome))
     registry = Registry(settings, metrics)
+    url = settings.records_url
+    store = None if url is None else open_store(url if "://" in url else Path(url))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for spec in settings.models:
             await registry.load(spec)
+        if store is not None:
+            app.state.request_log = RequestLogger(store)
+            app.state.request_log.start()
         app.state.ready = True
         metrics.set_ready(True)
         try:
@@ -124,14 +134,19 @@ def create_app(settings: ServeSettings) -> FastAPI:
             app.state.ready = False
             metrics.set_ready(False)
             await registry.close()
+            if store is not None:
+                await app.state.request_log.close()
+                store.close()
 
     app = FastAPI(title="lmforge", lifespan=lifespan)
     app.state.ready = False
     app.state.metrics, app.state.keys = metrics, keys
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-    app.state.service = Service(settings, registry, metrics, cache)
+    salt = os.environ.get(settings.user_salt_env, "")
+    app.state.service = Service(settings, registry, metrics, cache, salt)
     app.state.settings = settings
-    for router in (kserve_router, openai_router, native):
+    app.state.store, app.state.request_log = store, None
+    for router in (kserve_router, openai_router, native, improve_router):
         app.include_router(router)
     app.middleware("http")(_guard)
     for error_type, _ in STATUS:
@@ -143,26 +158,30 @@ def create_app(settings: ServeSettings) -> FastAPI:
 async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Key, rate limit, cancellation on disconnect, metrics and the request log line."""
     state, start = request.app.state, time.perf_counter()
-    key = _bearer(request)
-    if request.url.path not in OPEN_PATHS:
-        if state.keys.enabled and not state.keys.check(key):
+    key = request.state.api_key = _bearer(request)
+    request.state.request_id = uuid.uuid4().hex
+    path = request.url.path
+    if path not in OPEN_PATHS:
+        if state.keys.enabled and not state.keys.check(key, admin=path.startswith("/admin/")):
+            if state.keys.check(key):
+                return _error(request, 403, "this route needs an admin key")
             return _error(request, 401, "missing or unknown API key (send Authorization: Bearer <key>)")
         wait = state.limiter.acquire(fingerprint(key or ""))
         if wait:
             return _error(request, 429, "rate limit exceeded", {"Retry-After": retry_after_header(wait)})
     response = await call_next(request)
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    model = getattr(request.state, "model", "-")
+    response.headers["X-Request-Id"] = request.state.request_id
     # Observed when the body's last byte is sent, so a streamed answer counts its whole duration.
-    response.body_iterator = _observed(response.body_iterator, state.metrics, model, route,
-                                       _outcome(response.status_code), start)
+    outcome = _outcome(response.status_code)
+    response.body_iterator = _observed(response.body_iterator, request, outcome, start)
     _log(request, response.status_code, time.perf_counter() - start, key)
     return response
 
 
-async def _observed(body: AsyncIterator[Any], metrics: ServerMetrics, model: str, route: str, outcome: str,
+async def _observed(body: AsyncIterator[Any], request: Request, outcome: str,
                     start: float) -> AsyncIterator[Any]:
-    """A streamed body, its request observed when the last byte is sent (or the client leaves)."""
+    """A streamed body, its request observed (and recorded) when the last byte is sent, or the
+    client leaves."""
     try:
         async for chunk in body:
             yield chunk
@@ -170,7 +189,25 @@ async def _observed(body: AsyncIterator[Any], metrics: ServerMetrics, model: str
         outcome = "cancelled"
         raise
     finally:
-        metrics.observe_request(model, route, outcome, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        model = getattr(request.state, "model", "-")
+        request.app.state.metrics.observe_request(model, route, outcome, seconds)
+        if outcome == "ok":
+            _record(request, route, seconds)
+
+
+def _record(request: Request, route: str, seconds: float) -> None:
+    """The request's answers into the request log, when the server keeps one."""
+    state, answers = request.app.state, getattr(request.state, "answers", None)
+    if state.request_log is None or answers is None:
+        return
+    slot = state.service.registry.slots.get(request.state.model)
+    version = slot.model.version if slot is not None else "-"
+    experiment = {key: getattr(request.state, key, None) for key in ("experiment", "variant", "user")}
+    for entry in log_entries(*answers, model=request.state.model, version=version, route=route,
+                             seconds=seconds, **experiment):
+        state.request_log.record(entry)
 
 
 def _outcome(status: int) -> str:

@@ -113,7 +113,8 @@ async def infer(name: str, request: Request, version: str | None = None) -> dict
     body = _infer_request(await request.body(), request.headers.get("inference-header-content-length"))
     svc = service(request)
     texts = _texts(body)
-    model = _model(svc, svc.resolve(request, name, texts), version)
+    served = svc.resolve(request, name, texts)
+    model = _model(svc, served, version)
     task = body.parameters.get("task") or _only_task(model)
     if task not in TASKS:
         raise InvalidInput(f"parameters.task {task!r}: expected one of {', '.join(TASKS)}")
@@ -121,8 +122,9 @@ async def infer(name: str, request: Request, version: str | None = None) -> dict
     for key, value in policy.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidInput(f"parameters.{key} {value!r}: expected a non-negative integer")
-    work = svc.single_pass(name, task, texts, priority=policy["priority"], timeout_us=policy["timeout"])
+    work = svc.single_pass(served, task, texts, priority=policy["priority"], timeout_us=policy["timeout"])
     results = await unless_disconnected(request, work)
+    svc.answered(request, task, texts, results)
     response = {"model_name": name, "model_version": model.version, "outputs": _encode(task, results)}
     if body.id is not None:
         response["id"] = body.id

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -91,7 +90,8 @@ async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
     svc = service(request)
     model = svc.resolve(request, body.model, texts)
     results = await unless_disconnected(request, svc.single_pass(model, "embed", texts))
-    tokenizer = svc.registry.get(body.model).model.tokenizer
+    svc.answered(request, "embed", texts, results)
+    tokenizer = svc.registry.get(model).model.tokenizer
     used = sum(len(tokenizer.encode(t).ids) for t in texts)
     return {"object": "list", "model": body.model,
             "data": [{"object": "embedding", "index": i, "embedding": r["embedding"]}
@@ -101,16 +101,22 @@ async def embeddings(body: EmbeddingBody, request: Request) -> dict[str, Any]:
 
 async def _generate(request: Request, body: CompletionBody, prompt: str, chat: bool) -> Any:
     svc = service(request)
-    svc.resolve(request, body.model, [prompt])
+    model = svc.resolve(request, body.model, [prompt])
     params = body.params()
-    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{request.state.request_id}"
+
+    def answered(text: str) -> None:
+        svc.answered(request, "generate", [prompt], [{"text": text}])
+
     if not body.stream:
-        done = await unless_disconnected(request, svc.complete(body.model, prompt, params))
+        done = await unless_disconnected(request, svc.complete(model, prompt, params))
+        answered(done.text)
         return _response(ident, body.model, done, chat)
-    ids = svc.prompt_ids(body.model, prompt)
-    pieces = svc.stream(body.model, ids, params)
+    ids = svc.prompt_ids(model, prompt)
+    pieces = svc.stream(model, ids, params)
     first = await anext(pieces)  # errors before the first token still get their HTTP status
-    return StreamingResponse(_events(ident, body.model, first, pieces, chat), media_type="text/event-stream")
+    return StreamingResponse(_events(ident, body.model, first, pieces, chat, answered),
+                             media_type="text/event-stream")
 
 
 def _response(ident: str, model: str, done: Completion, chat: bool) -> dict[str, Any]:
@@ -127,8 +133,10 @@ def _response(ident: str, model: str, done: Completion, chat: bool) -> dict[str,
 
 
 async def _events(ident: str, model: str, first: tuple[str, Completion],
-                  rest: AsyncIterator[tuple[str, Completion]], chat: bool) -> AsyncIterator[str]:
-    """SSE chunks; an error after the first byte (HTTP 200 already sent) arrives as an error event."""
+                  rest: AsyncIterator[tuple[str, Completion]], chat: bool,
+                  answered: Callable[[str], None]) -> AsyncIterator[str]:
+    """SSE chunks; an error after the first byte (HTTP 200 already sent) arrives as an error event.
+    The whole text is noted for the request log once the last token is sent."""
     created = int(time.time())
 
     def chunk(piece: str | None, finish: str | None, role: bool = False) -> str:
@@ -146,13 +154,16 @@ async def _events(ident: str, model: str, first: tuple[str, Completion],
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     piece, state = first
+    text = [piece]
     try:
         yield chunk(piece, None, role=True)
         async for item in rest:
             piece, state = item
             if piece:
+                text.append(piece)
                 yield chunk(piece, None)
         yield chunk(None, state.finish_reason)
+        answered("".join(text))
     except Exception as err:  # noqa: BLE001 - the client must see the error; HTTP 200 is already sent
         yield f"data: {json.dumps({'error': {'message': str(err), 'type': type(err).__name__}})}\n\n"
     finally:

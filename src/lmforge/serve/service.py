@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.serve.assignment import assign
 from lmforge.serve.continuous import SamplingParams
 from lmforge.serve.heads import encode_job
 from lmforge.serve.metrics import ServerMetrics
 from lmforge.serve.registry import Registry, Slot
+from lmforge.serve.request_log import pseudonym
 from lmforge.serve.result_cache import ResultCache, cache_key, is_cacheable
-from lmforge.serve.settings import ServeSettings
+from lmforge.serve.settings import ExperimentSpec, ServeSettings
 
 
 class InvalidInput(LmforgeError):
@@ -56,20 +58,45 @@ class Completion:
 
 class Service:
     def __init__(self, settings: ServeSettings, registry: Registry, metrics: ServerMetrics,
-                 cache: ResultCache | None):
+                 cache: ResultCache | None, user_salt: str = ""):
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
         self.cache = cache
+        self.experiments = {e.name: e for e in settings.experiments}
+        self.user_salt = user_salt
 
     def resolve(self, request: Any, model: str, texts: list[str]) -> str:
-        """`model` if the server runs it (else a 404 naming the models it runs), recorded on the
-        request for its metrics, whose labels only ever hold names of loaded models; `texts` are
-        kept on it for the request log (written only when `log_requests` asks, anonymised)."""
-        self.registry.get(model)
-        request.state.model = model
+        """The served model that answers a request for `model`: itself, or under an A/B test the
+        variant its `X-User-Id` is assigned to (404 naming the models when neither exists). It is
+        recorded on the request for its metrics, whose labels only ever hold names of loaded
+        models; `texts` are kept on it for the logs (anonymised before they are written)."""
+        experiment = self.experiments.get(model)
+        served = model if experiment is None else self._variant(request, experiment)
+        self.registry.get(served)
+        request.state.model = served
         request.state.logged_text = " | ".join(texts)
-        return model
+        return served
+
+    def _variant(self, request: Any, experiment: ExperimentSpec) -> str:
+        """GrowthBook's assignment of the request's user; the control, uncounted, without one."""
+        user = request.headers.get("x-user-id", "")
+        index = assign(experiment.name, user, experiment.weights, experiment.coverage, experiment.seed)
+        if index is None:
+            return experiment.variants[0].model
+        request.state.experiment = experiment.name
+        request.state.variant = experiment.variants[index].model
+        request.state.user = pseudonym(user, self.user_salt)
+        return request.state.variant
+
+    def answered(self, request: Any, task: str, texts: list[str], results: list[dict[str, Any]],
+                 head: str | None = None) -> list[str]:
+        """Note a request's answers for the request log; their ids (one per input), which clients
+        quote in `/v1/feedback`."""
+        base = request.state.request_id
+        ids = [base] if len(texts) == 1 else [f"{base}-{i}" for i in range(len(texts))]
+        request.state.answers = (task, head, texts, results, ids)
+        return ids
 
     async def single_pass(self, model: str, task: str, texts: list[str], head: str | None = None,
                           priority: int = 0, timeout_us: int = 0) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lmforge.config import Config
 from lmforge.serve.batcher import BatcherConfig
@@ -24,6 +24,31 @@ class ModelSpec(Config):
     runtime: Runtime = "eager"
     name: str | None = None
     """The name clients use (`model` in OpenAI bodies, `/v2/models/{name}`); default: the folder's name."""
+
+
+class VariantSpec(Config):
+    model: str
+    """A served model's name (one of `models`)."""
+    weight: float = Field(1.0, gt=0)
+
+
+class ExperimentSpec(Config):
+    """An A/B test: requests for `name` go to a variant's model chosen by the caller's `X-User-Id`
+    (GrowthBook's v2 hash of seed + id, so a user keeps their variant across restarts and replicas).
+    The first variant is the control; requests without a user id get it and are not counted."""
+
+    name: str
+    """The model name clients ask for."""
+    variants: list[VariantSpec] = Field(min_length=2)
+    seed: str | None = None
+    """Hash seed; default: `name`. A new seed reshuffles every user."""
+    coverage: float = Field(1.0, gt=0, le=1)
+    """Share of users in the test; the others get the control and are not counted."""
+
+    @property
+    def weights(self) -> list[float]:
+        total = sum(v.weight for v in self.variants)
+        return [v.weight / total for v in self.variants]
 
 
 class ServeSettings(Config):
@@ -64,3 +89,30 @@ class ServeSettings(Config):
     """Recurrence memory kept for prompt prefixes (chat follow-ups); 0 turns it off."""
     log_requests: bool = False
     """Log request text (PII-anonymised by the curation step) besides the request line."""
+    records_url: str | None = None
+    """The request and feedback log (`lmforge improve`, `lmforge abtest`): a SQLAlchemy URL
+    (`sqlite:///records.db`, `postgresql+psycopg://user@host/db`) or a SQLite file's path; none:
+    nothing is recorded and `/v1/feedback` answers 404. Text is PII-anonymised before it is written."""
+    retention_days: float | None = Field(None, gt=0)
+    """Requests (and their feedback) older than this are deleted, at start-up and daily."""
+    review: bool = False
+    """Serve the review page (`/review`) over the records' review queues."""
+    experiments: list[ExperimentSpec] = []
+    user_salt_env: str = "LMFORGE_USER_SALT"
+    """Environment variable with the secret mixed into recorded user ids (pseudonyms, not ids)."""
+
+    @model_validator(mode="after")
+    def _review_has_records(self) -> ServeSettings:
+        if self.review and not self.records_url:
+            raise ValueError("review: the review page reads the records: give records_url (--records)")
+        return self
+
+    @model_validator(mode="after")
+    def _variants_are_served(self) -> ServeSettings:
+        served = [spec.name or spec.path.resolve().name for spec in self.models]
+        for experiment in self.experiments:
+            for variant in experiment.variants:
+                if variant.model not in served:
+                    raise ValueError(f"experiment {experiment.name!r}: variant {variant.model!r} is not a "
+                                     f"served model (models: {', '.join(served)})")
+        return self

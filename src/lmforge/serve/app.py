@@ -126,6 +126,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         if store is not None:
             app.state.request_log = RequestLogger(store)
             app.state.request_log.start()
+            if settings.retention_days is not None:
+                app.state.request_log.keep_for(settings.retention_days)
         app.state.ready = True
         metrics.set_ready(True)
         try:

@@ -20,11 +20,12 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from lmforge.data.curate.steps.pii import Span as PiiSpan
 from lmforge.data.curate.steps.pii import find_pii, redact
-from lmforge.records import RequestLog, Store
+from lmforge.records import RequestLog, Store, utcnow
 
 log = logging.getLogger("lmforge.serve")
 BATCH = 256
@@ -90,6 +91,7 @@ class RequestLogger:
         self._queue: asyncio.Queue[RequestLog] = asyncio.Queue(capacity)
         self._pending: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -113,8 +115,22 @@ class RequestLogger:
 
     async def close(self) -> None:
         await self.flush()
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in (self._writer, self._retention):
+            if task is not None:
+                task.cancel()
+
+    def keep_for(self, days: float, every_seconds: float = 86_400.0) -> None:
+        """Retention: delete requests older than `days` (and their feedback) now and then daily."""
+        async def purge() -> None:
+            while True:
+                cutoff = utcnow() - timedelta(days=days)
+                try:
+                    deleted = await asyncio.to_thread(self.store.purge, cutoff)
+                    log.info("retention: %d requests older than %g days deleted", deleted, days)
+                except Exception as err:  # noqa: BLE001 - retried at the next period
+                    log.error("retention: purge failed: %s", err)
+                await asyncio.sleep(every_seconds)
+        self._retention = asyncio.create_task(purge())
 
     async def _write(self) -> None:
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -17,7 +18,7 @@ from postgres import postgres_server
 from processes import free_port
 from uvicorn_thread import KEY, Server
 
-from lmforge.records import open_store
+from lmforge.records import Feedback, RequestLog, open_store, utcnow
 from lmforge.serve.request_log import move_entities
 from lmforge.serve.settings import ServeSettings
 
@@ -212,3 +213,23 @@ def test_promotion_needs_an_admin_key_then_swaps_the_winner_in_and_ends_the_test
         server.records = url
         entry = logged(server, after.json()["results"][0]["id"])
     assert (entry.model, entry.model_version, entry.experiment) == ("a", versions["b"], None)
+
+
+def test_retention_deletes_old_requests_and_their_feedback_at_start(variants, keys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    old, new = (RequestLog(id=name, model="a", model_version="v", route="/v1/classify", task="classify",
+                           input_text="x", output={"label": "1"}, latency_ms=1.0,
+                           created_at=utcnow() - timedelta(days=age))
+                for name, age in (("old", 40), ("new", 1)))
+    with open_store(url) as store:
+        store.log_requests([old, new])
+        store.add_feedback(Feedback(request_id="old", rating=1))
+    kept = settings(variants, url).model_copy(update={"retention_days": 30})
+    with Server(kept) as server:
+        deadline = time.monotonic() + 30
+        with open_store(url) as store:
+            while store.request("old") is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert store.request("old") is None and store.request("new") is not None
+            assert store.feedback(["old"]) == []
+        assert server.client().get("/v1/models").status_code == 200

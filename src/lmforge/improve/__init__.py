@@ -1,0 +1,1 @@
+"""Continuous improvement: error mining, review, incremental training with EWC, A/B analysis."""

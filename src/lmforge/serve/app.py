@@ -42,12 +42,15 @@ from lmforge.serve.routes_improve import router as improve_router
 from lmforge.serve.routes_kserve import NotReady
 from lmforge.serve.routes_kserve import router as kserve_router
 from lmforge.serve.routes_openai import router as openai_router
+from lmforge.serve.routes_review import review_key
+from lmforge.serve.routes_review import router as review_router
 from lmforge.serve.service import InvalidInput, RequestTimeout, Service
 from lmforge.serve.settings import ModelSpec, Runtime, ServeSettings
 
 log = logging.getLogger("lmforge.serve")
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/health")
-"""Routes that need no API key: load balancers and orchestrators probe them."""
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready", "/health", "/review", "/review/login", "/review/logout")
+"""Routes that need no API key: load balancers and orchestrators probe the health routes; the review
+page shows its key form (its API under /review/api/ takes the key, or the cookie the form sets)."""
 STATUS = [(ClientGone, 499), (InvalidInput, 400), (InvalidRequest, 400), (ArtifactError, 404),
           (UnknownRequest, 404), (InvalidCorrection, 400), (RecordsError, 503),
           (QueueFull, 503), (QueueTimeout, 503), (RequestTimeout, 503), (ShuttingDown, 503), (NotReady, 503),
@@ -150,6 +153,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.store, app.state.request_log = store, None
     for router in (kserve_router, openai_router, native, improve_router):
         app.include_router(router)
+    if settings.review:
+        app.include_router(review_router)
     app.middleware("http")(_guard)
     for error_type, _ in STATUS:
         app.add_exception_handler(error_type, _lmforge_error)
@@ -160,10 +165,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
 async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Key, rate limit, cancellation on disconnect, metrics and the request log line."""
     state, start = request.app.state, time.perf_counter()
-    key = request.state.api_key = _bearer(request)
+    key = request.state.api_key = _bearer(request) or review_key(request)
     request.state.request_id = uuid.uuid4().hex
     path = request.url.path
-    if path not in OPEN_PATHS:
+    if path not in OPEN_PATHS and not path.startswith("/review/static/"):
         if state.keys.enabled and not state.keys.check(key, admin=path.startswith("/admin/")):
             if state.keys.check(key):
                 return _error(request, 403, "this route needs an admin key")

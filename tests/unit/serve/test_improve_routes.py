@@ -233,3 +233,17 @@ def test_retention_deletes_old_requests_and_their_feedback_at_start(variants, ke
             assert store.request("old") is None and store.request("new") is not None
             assert store.feedback(["old"]) == []
         assert server.client().get("/v1/models").status_code == 200
+
+
+def test_the_review_page_is_served_by_lmforge_serve_review_behind_the_key(variants, keys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    with Server(settings(variants, url).model_copy(update={"review": True})) as server:
+        browser = server.client(key=None)
+        assert browser.get("/review").status_code == 200  # the key form
+        assert browser.get("/review/api/queues").status_code == 401
+        assert browser.post("/review/login", json={"key": "wrong"}).status_code == 401
+        assert browser.post("/review/login", json={"key": KEY}).status_code == 204
+        assert browser.get("/review/api/queues").status_code == 200  # the cookie now
+        assert browser.get("/v1/models").status_code == 401  # but only for the review page
+    with Server(settings(variants, url)) as plain:
+        assert plain.client().get("/review/api/queues").status_code == 404

@@ -106,13 +106,15 @@ def label_cmd(
     records: RecordsOpt,
     queue: Annotated[str, typer.Option("--queue", help="Review queue to fill.")] = "label",
     head: Annotated[str | None, typer.Option(help="The NER head, when the model has several.")] = None,
+    min_score: Annotated[float, typer.Option(help="Show only entities the model scores at least this "
+                                                  "(a wrong pre-label costs a delete).")] = 0.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Pre-label raw text with an NER model into a review queue (`lmforge serve --review` to correct)."""
     from lmforge.improve.labelling import prelabel, read_texts
 
     with _store(records) as store:
-        n = prelabel(model, read_texts(texts), store, queue, head=head, device=device)
+        n = prelabel(model, read_texts(texts), store, queue, head=head, device=device, min_score=min_score)
     typer.echo(f"{n} texts pre-labelled into queue {queue!r}")
 
 

@@ -183,7 +183,7 @@ def test_readme_has_commands_for_every_stage():
     verbs = {" ".join(words[:2]) for words in COMMANDS}
     assert {"make demo", "lmforge run", "lmforge pretrain", "lmforge finetune", "lmforge generate",
             "lmforge multitask", "lmforge evaluate", "torchrun --nnodes"} <= verbs
-    assert set(YAML_FILES) == {"joint.yaml"}
+    assert set(YAML_FILES) == {"joint.yaml", "ab.yaml"}
 
 
 def test_extractor_joins_continuations_and_drops_comments():

@@ -43,9 +43,11 @@ class LabellingError(LmforgeError):
 
 
 def prelabel(model: Path, texts: Iterable[str], store: Store, queue: str, head: str | None = None,
-             device: str = "auto") -> int:
+             device: str = "auto", min_score: float = 0.0) -> int:
     """Queue `texts` in review queue `queue` with `model`'s entities as their prediction; returns
-    how many were queued (a text already in the queue is not queued twice).
+    how many were queued (a text already in the queue is not queued twice). Entities scored below
+    `min_score` are not shown: a wrong pre-label costs the reviewer a delete, so a weak model pays
+    only with its confident entities (benchmarks/claim_c9_labelling.py measures the trade).
 
     All items are added in one transaction: an interrupted job queues nothing, and running it again
     queues everything once."""
@@ -55,9 +57,14 @@ def prelabel(model: Path, texts: Iterable[str], store: Store, queue: str, head: 
     version = sha256_file(Path(model) / MANIFEST)[:12]
     texts = list(texts)
     items = [ReviewItem(task="ner", text=text, labels=types, queue=queue, source="label",
-                        model_version=version, prediction={"spans": [_span_dict(span) for span in spans]})
+                        model_version=version, prediction={"spans": shown(spans, min_score)})
              for text, spans in zip(texts, predict_entities(bundle, name, texts), strict=True)]
     return len(store.add_review_items(items))
+
+
+def shown(spans: list[Span], min_score: float) -> list[dict]:
+    """The pre-labels a reviewer sees: those scored at least `min_score`, as stored (rounded)."""
+    return [entry for entry in map(_span_dict, spans) if entry["score"] >= min_score]
 
 
 def ner_head(bundle: ModelBundle, head: str | None) -> str:

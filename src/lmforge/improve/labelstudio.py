@@ -70,6 +70,7 @@ def export_queue(store: Store, queue: str, out: Path, status: str | None = "pend
     if len(tasks) != 1:
         raise LabelStudioError(f"queue {queue!r} mixes tasks {sorted(tasks)}: a project has one "
                                f"labelling config")
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, [to_task(item) for item in items])
     atomic_write_text(out.with_suffix(".xml"), label_config(items[0].task, items[0].labels))
     return len(items)

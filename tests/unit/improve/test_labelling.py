@@ -93,6 +93,14 @@ def test_prelabel_queues_what_the_server_answers(ner_folder, tmp_path):
 
     # running the same job again queues nothing twice
     assert prelabel(ner_folder, TEXTS[:2], store, "wnut-batch", device="cpu") == 0
+
+    # a score threshold keeps exactly the entities scored at or above it
+    scores = sorted(sp["score"] for item in items for sp in item.prediction["spans"])
+    threshold = scores[len(scores) // 2]
+    prelabel(ner_folder, TEXTS, store, "confident", device="cpu", min_score=threshold)
+    kept = [[sp for sp in item.prediction["spans"] if sp["score"] >= threshold] for item in items]
+    assert [item.prediction["spans"] for item in store.review_items(queue="confident")] == kept
+    assert 0 < sum(map(len, kept)) < len(scores)
     store.close()
 
 

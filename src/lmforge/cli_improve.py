@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli_common import DeviceOpt, guarded
+from lmforge.cli_common import DeviceOpt, PrintOpt, SetOpt, given, guarded
 
 improve_app = typer.Typer(help="Mine the served answers for review, exchange them with Label Studio, and "
                                "train on the corrections with EWC.", no_args_is_help=True)
@@ -96,6 +96,44 @@ def corrections_cmd(records: RecordsOpt, queue: QueueOpt,
     with _store(records) as store:
         task, n = write_training_file(store, queue, out)
     typer.echo(f"{n} {task} examples -> {out}")
+
+
+@improve_app.command("train")
+@guarded
+def train_cmd(
+    base: Annotated[Path, typer.Option("--base", help="Model folder to improve (a classify or ner head).")],
+    data: Annotated[Path, typer.Option("--data", help="Corrections: JSONL/TSV/CSV text + label, or CoNLL.")],
+    ewc_lambda: Annotated[float, typer.Option("--ewc-lambda", help="lambda of (lambda/2) sum F "
+                                              "(theta - theta*)^2; 0 is plain fine-tuning.")],
+    fisher_data: Annotated[Path | None, typer.Option("--fisher-data", help="The old task's data (or a "
+                                                     "proxy set) for its Fisher; default: the base's "
+                                                     "saved EWC state.")] = None,
+    mode: Annotated[str | None, typer.Option(help="separate (a pull per round) or online (one decayed "
+                                                  "sum).")] = None,
+    replay: Annotated[Path | None, typer.Option(help="Old examples to mix in.")] = None,
+    replay_ratio: Annotated[float | None, typer.Option(help="Share of training examples from "
+                                                            "--replay.")] = None,
+    head: Annotated[str | None, typer.Option(help="The head, when the folder has several.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output model folder (default <base>-improved).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")] = None,
+    set_: SetOpt = None, print_config: PrintOpt = False,
+) -> None:
+    """Fine-tune on corrections with elastic weight consolidation; the new folder names its parent."""
+    from lmforge.config import commented_yaml, load
+    from lmforge.improve.incremental import ImproveConfig, improve_train
+
+    cfg = load(ImproveConfig, config, set_, given(base=base, data=data, ewc_lambda=ewc_lambda,
+                                                  fisher_data=fisher_data, mode=mode, replay=replay,
+                                                  replay_ratio=replay_ratio, head=head, out=out,
+                                                  device=device))
+    if print_config:
+        typer.echo(commented_yaml(cfg))
+        return
+    result = improve_train(cfg)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.dev.items())
+    typer.echo(f"dev: {scores}; {result.steps} steps")
+    typer.echo(f"model folder: {result.model_dir}")
 
 
 @guarded

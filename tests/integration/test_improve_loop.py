@@ -89,7 +89,8 @@ def test_feedback_to_review_to_ewc_to_ab_test_to_promotion(classifier_folder, cl
     improved = tmp_path / "sst2-v2"
     trained = cli("improve", "train", "--base", base, "--data", fixes,
                   "--fisher-data", classifier_folder["train"], "--ewc-lambda", "10", "--out", improved,
-                  "--set", "steps=4", "--set", "batch_size=4", "--set", "fisher_samples=32", "--device", "cpu")
+                  "--set", "steps=4", "--set", "batch_size=4", "--set", "fisher_samples=32",
+                  "--device", "cpu")
     assert trained.exit_code == 0, trained.output
     manifest = json.loads((improved / "manifest.json").read_text())
     assert any(Path(p["path"]).resolve() == base.resolve() for p in manifest["parents"])

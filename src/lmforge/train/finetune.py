@@ -132,7 +132,9 @@ class TaskSplits:
     splits: dict[str, Split]
 
     @classmethod
-    def read(cls, settings: TaskSettings, tokenizer: Tokenizer, max_len: int, seed: int) -> TaskSplits:
+    def read(cls, settings: TaskSettings, tokenizer: Tokenizer, max_len: int, seed: int,
+             labels: list[str] | None = None) -> TaskSplits:
+        """`labels` fixes the label set (a label outside it is a DataError); default: train's."""
         d: TaskData = settings.data
         train = read_examples(d.train, settings.task, d.text_column, d.label_column)
         if d.dev is None:
@@ -142,7 +144,8 @@ class TaskSplits:
         named = {"train": train, "dev": dev}
         if d.test is not None:
             named["test"] = read_examples(d.test, settings.task, d.text_column, d.label_column)
-        labels = infer_labels(train) if settings.task != "embed" else []
+        if labels is None:
+            labels = infer_labels(train) if settings.task != "embed" else []
         return cls(settings, labels, {
             name: Split(examples, encode_examples(tokenizer, examples, settings.task, labels, max_len))
             for name, examples in named.items()})
@@ -206,14 +209,18 @@ class FinetuneResult:
 
 
 def finetune(cfg: FinetuneConfig, resume: str | None = "auto", layout: Layout | None = None,
-             plugs: PlugPoints | None = None) -> FinetuneResult:
-    """Fine-tune `cfg.model` on one task; write the output model folder with metrics.json."""
+             plugs: PlugPoints | None = None, labels: list[str] | None = None) -> FinetuneResult:
+    """Fine-tune `cfg.model` on one task; write the output model folder with metrics.json.
+
+    `labels` fixes the head's label set instead of inferring it from train: incremental training
+    continues a head over all its labels on data that shows only some of them.
+    """
     layout = layout or Layout.single(resolve_device(cfg.device))
     seed_everything(cfg.seed)
     source = load_bundle(cfg.model)
     source.model.train()
     max_len = cfg.max_len or source.config.seq_len
-    task = TaskSplits.read(cfg, source.tokenizer, max_len, cfg.seed)
+    task = TaskSplits.read(cfg, source.tokenizer, max_len, cfg.seed, labels)
     heads = source.heads
     if not continues_head(source.spec.get(cfg.name), cfg.task, task.labels):
         heads[cfg.name] = new_head(cfg, source.config.d_model, len(task.labels))

@@ -95,6 +95,10 @@ def question_pools(data: Path) -> dict[str, list[Question]]:
     return {"banking77": banking, "nq_open": nq}
 
 
+LONGER = (1_000, 5_000, 50_000, 500_000)
+"""Stream lengths of the bound-only table."""
+
+
 def zipf_stream(pool_size: int, n: int, s: float, seed: int) -> list[int]:
     """`n` pool indices, index at popularity rank r drawn with probability ∝ 1 / r^s. The ranking
     (a seeded permutation) is the same for every s, so only the skew changes between streams."""
@@ -353,6 +357,19 @@ def mismatches(rows: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def longer_streams(pools: dict[str, list[Question]], args: argparse.Namespace) -> list[str]:
+    """The exact-match bound 1 - distinct/N of longer streams drawn the same way (no server needed:
+    the streams above show the server's hit rate equals this bound)."""
+    lines = ["| traffic | Zipf s | " + " | ".join(f"N = {n:,}" for n in LONGER) + " |",
+             "|---|---|" + "---|" * len(LONGER)]
+    for dataset, pool in pools.items():
+        for s in (0.8, 1.0, 1.2):
+            bounds = [1 - sum(first_occurrences(zipf_stream(len(pool), n, s, args.seed))) / n for n in LONGER]
+            lines.append(f"| {dataset} ({len(pool):,} questions) | {s:g} | "
+                         + " | ".join(f"{b:.3f}" for b in bounds) + " |")
+    return lines
+
+
 def intent_bounds(rows: list[dict[str, Any]]) -> str:
     seen = {r["s"]: 1 - r["intents"] / len(r["picks"]) for r in rows if r["dataset"] == "banking77"}
     return ", ".join(f"s={s:g}: {bound:.3f}" for s, bound in sorted(seen.items()))
@@ -371,7 +388,7 @@ def prefix_table(records: list[dict[str, Any]]) -> list[str]:
 
 
 def report(args: argparse.Namespace, model: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]],
-           load: float, seconds: float) -> str:
+           load: float, seconds: float, longer: list[str]) -> str:
     totals, turns = records[-1], records[:-1]
     config = read_model_config(model)
     same = sum(r["answer_on"] == r["answer_off"] for r in turns)
@@ -402,6 +419,8 @@ def report(args: argparse.Namespace, model: Path, rows: list[dict[str, Any]], re
         "lmforge's cache is exact-match by design (anchors-serving §5, lesson 5). For scale, a cache "
         "that answered every BANKING77 query from an earlier query of the same intent (a perfect "
         f"semantic cache for this classifier) would reach 1 − intents seen/N: {intent_bounds(rows)}.", "",
+        "The same bound on longer streams of the same traffic (a cache that keeps everything; with a "
+        "TTL or a size limit it can only be lower):", "", *longer, "",
         "## Prefix cache: time to first token on multi-turn chats", "",
         f"{args.conversations} conversations × {args.turns} turns; user turns are BANKING77 queries, "
         f"assistant turns the server's own greedy answers (max_tokens {args.chat_tokens}); every turn "
@@ -467,7 +486,8 @@ def main() -> int:
         rows = hit_rate_runs(model, pools, args, root)
         records = prefix_runs(model, pools["banking77"], args)
         load = foreign_load(start, time.process_time() - own + children_cpu() - reaped)
-        text = report(args, model, rows, records, load, time.perf_counter() - started)
+        text = report(args, model, rows, records, load, time.perf_counter() - started,
+                      longer_streams(pools, args))
     if not args.quick:
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(text)

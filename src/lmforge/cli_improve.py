@@ -215,8 +215,11 @@ def promote_cmd(
     if (analysis is None) == (variant is None):
         raise AbTestError("give exactly one of --analysis (promote its winner) or --variant")
     if analysis is not None:
-        decided = json.loads(analysis.read_text())
-        decision = str(decided.get("decision", ""))
+        try:
+            decision = str(json.loads(analysis.read_text(encoding="utf-8"))["decision"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise AbTestError(f"{analysis}: not an analysis.json of `lmforge abtest analyze --out` "
+                              f"({type(err).__name__}: {err})") from None
         if not decision.startswith("promote "):
             raise AbTestError(f"{analysis}: the decision is {decision!r}, not to promote; nothing changed")
         variant = decision.removeprefix("promote ").strip()

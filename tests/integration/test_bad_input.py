@@ -19,6 +19,7 @@ from processes import run_bounded
 from typer.testing import CliRunner, Result
 
 from lmforge.cli import app
+from lmforge.records import RequestLog, open_store
 
 QUOTED = "it's data.tsv"
 """A training file whose name holds a quote and a space: options used to be pasted into YAML."""
@@ -57,6 +58,12 @@ def ws(tmp_path_factory, pretrain_config) -> Path:
     (root / "missing task data.yaml").write_text(joint.replace("same", "one", 1))
     (root / "pretrain.yaml").write_text(f"name: t\nout: out\ndata: {{tokens: tokens, tokenizer: tokenizer}}\n"
                                         f"model: {cfg.model.model_dump_json(exclude={'preset'})}\n")
+    (root / "other labels.tsv").write_text("text\tlabel\nan odd film\t7\n")
+    one_arm = [RequestLog(id=f"r{i}", model="a", model_version="v", route="/v1/classify", task="classify",
+                          input_text="x", output={"label": "1"}, latency_ms=1.0, experiment="e", variant="a",
+                          user=f"u{i}") for i in range(40)]
+    with open_store(root / "ab.db") as store:
+        store.log_requests(one_arm)
     result = invoke(root, "finetune", "model", "--task", "classify", "--data", QUOTED, "--out", "tuned",
                     "--set", "model=elsewhere", *TINY_FINETUNE)
     assert result.exit_code == 0, result.output
@@ -213,6 +220,37 @@ CASES = [  # (case, command line as a user types it, what its one error line mus
      "tp=3 does not divide n_heads=2"),
     ("parallel plan/not a tokenizer", "parallel plan pretrain.yaml --set data.tokenizer=folder",
      "folder: no tokenizer.json"),
+    ("serve/review without records", "serve tuned --review --check",
+     "review: the review page reads the records"),
+    ("serve/variant not served", "serve tuned --check --set 'experiments=[{name: x, variants: "
+     "[{model: tuned}, {model: nope}]}]'", "variant 'nope' is not a served model"),
+    ("serve/bad records URL", "serve tuned --records mysql://db/x --check", "mysql://db/x"),
+    ("improve mine/nothing logged", "improve mine tuned --records records.db", "no logged classify requests"),
+    ("improve mine/not a model", "improve mine folder --records records.db", "folder: not a model folder"),
+    ("improve mine/no ner head", "improve mine tuned --task ner --records records.db",
+     "expected exactly one ner head"),
+    ("improve export/empty queue", "improve export --records records.db --queue q --out q.json",
+     "queue 'q' has no pending items"),
+    ("improve import/not label studio", "improve import docs.jsonl --records records.db --queue q",
+     "docs.jsonl: not a Label Studio JSON export"),
+    ("improve corrections/none", "improve corrections --records records.db --queue q --out fixes.jsonl",
+     "queue 'q' has no corrections"),
+    ("improve train/labels disagree", f"improve train --base tuned --data 'other labels.tsv' --fisher-data "
+     f"\"{QUOTED}\" --ewc-lambda 1", "other labels.tsv"),
+    ("improve train/no fisher", f"improve train --base tuned --data \"{QUOTED}\" --ewc-lambda 1",
+     "--fisher-data"),
+    ("label/no ner head", "label tuned docs.jsonl --records records.db", "no NER head"),
+    ("label/not texts", f"label tuned \"{QUOTED}\" --records records.db", "expected a .txt file"),
+    ("abtest analyze/nothing logged", "abtest analyze --records records.db --experiment e --variants a,b",
+     "no logged requests of experiment 'e'"),
+    ("abtest analyze/one variant empty", "abtest analyze --records ab.db --experiment e --variants a,b",
+     "variant b has no units"),
+    ("abtest analyze/one variant named", "abtest analyze --records ab.db --experiment e --variants a",
+     "two or more variants"),
+    ("abtest promote/no server", "abtest promote --experiment e --variant b --url http://127.0.0.1:9",
+     "cannot reach the server"),
+    ("abtest promote/not an analysis", "abtest promote --experiment e --analysis docs.jsonl",
+     "docs.jsonl: not an analysis.json"),
 ]
 
 

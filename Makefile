@@ -28,9 +28,11 @@ $(TRITON_VENV)/.installed:
 
 # Services the tests start on 127.0.0.1 (Debian packages): redis-server, PostgreSQL, promtool for the alert
 # rules, and chromium for the browser tests (Playwright drives it; no browser download).
-SERVICES := redis-server:redis-server promtool:prometheus pg_ctlcluster:postgresql chromium:chromium
+SERVICES := redis-server:redis-server promtool:prometheus chromium:chromium
+# The PostgreSQL server (not only its client) lives off PATH, in /usr/lib/postgresql/<version>/bin.
+POSTGRES_SERVER := $(wildcard /usr/lib/postgresql/*/bin/postgres)
 services:
-	@missing="$(foreach s,$(SERVICES),$(if $(shell command -v $(firstword $(subst :, ,$(s)))),,$(lastword $(subst :, ,$(s)))))"; \
+	@missing="$(foreach s,$(SERVICES),$(if $(shell command -v $(firstword $(subst :, ,$(s)))),,$(lastword $(subst :, ,$(s))))) $(if $(POSTGRES_SERVER),,postgresql)"; \
 	if [ -n "$$(echo $$missing)" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \

@@ -30,7 +30,7 @@ QueueOpt = Annotated[str, typer.Option("--queue", help="Review queue name.")]
 def _store(records: str):
     from lmforge.records import open_store
 
-    return open_store(records if "://" in records else Path(records))
+    return open_store(records)
 
 
 @improve_app.command("mine")

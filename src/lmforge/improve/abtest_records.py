@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmforge.improve.abtest import AbTestError, MetricSpec, VariantData
+from lmforge.improve.mine import feedback_by_request
 from lmforge.records import Feedback, RequestLog, Store
 
 METRICS = [MetricSpec("rating", higher_is_better=True, primary=True),
@@ -51,9 +52,7 @@ def variant_data(store: Store, experiment: str, variants: list[str], weights: li
     if unknown:
         raise AbTestError(f"experiment {experiment!r} logged variants {unknown} that are not among "
                           f"{variants}")
-    feedback: dict[str, list[Feedback]] = defaultdict(list)
-    for item in store.feedback(r.id for r in requests):
-        feedback[item.request_id].append(item)
+    feedback = feedback_by_request(store, requests)
     by_user: dict[str, dict[str, list[RequestLog]]] = defaultdict(lambda: defaultdict(list))
     for r in requests:
         by_user[r.user][r.variant].append(r)

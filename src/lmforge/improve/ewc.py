@@ -11,6 +11,8 @@ Kirkpatrick et al.'s convention, with the 1/2: the penalty's gradient is lambda 
 theta*). Avalanche's `EWCPlugin` adds lambda * sum F (theta - theta*)^2 without the 1/2, so its
 lambda is twice ours for the same penalty (Avalanche 0.4 = lambda 0.8 here). The term goes through
 the trainer's regulariser plug point as `train.regularisers.WeightPull`, one per (theta*, F) pair.
+The Fisher below takes gradients but updates nothing: it is a statistic of the loss at fixed
+weights (no optimizer, no step), so it is measured here, and all training goes through the trainer.
 
 The Fisher is the empirical one (gradients of the loss at the true labels, not of labels sampled
 from the model), in eval mode (no dropout), as Avalanche computes it. Two estimators:

@@ -65,6 +65,14 @@ def label_set(model: Path, task: str, head: str | None) -> tuple[str, list[str]]
     return name, labels
 
 
+def feedback_by_request(store: Store, requests: list[RequestLog]) -> dict[str, list[Feedback]]:
+    """The feedback on each of `requests`, in the order it arrived (none: an empty list)."""
+    said: dict[str, list[Feedback]] = defaultdict(list)
+    for item in store.feedback(r.id for r in requests):
+        said[item.request_id].append(item)
+    return said
+
+
 def negativity(request: RequestLog, feedback: list[Feedback]) -> tuple[float, dict[str, Any]]:
     """How strongly feedback says the answer was wrong, and what it said (the last word wins)."""
     score, said = 0.0, {}
@@ -142,9 +150,7 @@ def mine(store: Store, model: Path, *, task: str = "classify", head: str | None 
     if not requests:
         which = f" of {served_as!r}" if served_as else ""
         raise MiningError(f"no logged {task} requests{which} in {store.url}")
-    said: dict[str, list[Feedback]] = defaultdict(list)
-    for item in store.feedback(r.id for r in requests):
-        said[item.request_id].append(item)
+    said = feedback_by_request(store, requests)
     candidates = [Candidate(r, *negativity(r, said[r.id])) for r in requests]
     chosen = worst(candidates, share)
     name = queue or f"mined-{task}-{head_name}"

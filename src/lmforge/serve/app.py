@@ -31,7 +31,7 @@ from lmforge.artifacts import ArtifactError
 from lmforge.data.curate.steps.pii import find_pii, redact
 from lmforge.errors import LmforgeError
 from lmforge.records import InvalidCorrection, RecordsError, UnknownRequest, open_store
-from lmforge.serve.auth import KeyRing, RateLimiter, fingerprint, read_keys, retry_after_header
+from lmforge.serve.auth import KeyRing, RateLimiter, bearer, fingerprint, read_keys, retry_after_header
 from lmforge.serve.batcher import InvalidRequest, QueueFull, QueueTimeout, ShuttingDown
 from lmforge.serve.disconnect import ClientGone, unless_disconnected
 from lmforge.serve.metrics import ServerMetrics
@@ -119,8 +119,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                        max_bytes=settings.cache_max_bytes,
                        on_lookup=lambda outcome: metrics.observe_cache("result", outcome))
     registry = Registry(settings, metrics)
-    url = settings.records_url
-    store = None if url is None else open_store(url if "://" in url else Path(url))
+    store = None if settings.records_url is None else open_store(settings.records_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -165,7 +164,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """Key, rate limit, cancellation on disconnect, metrics and the request log line."""
     state, start = request.app.state, time.perf_counter()
-    key = request.state.api_key = _bearer(request) or review_key(request)
+    key = request.state.api_key = bearer(request) or review_key(request)
     request.state.request_id = uuid.uuid4().hex
     path = request.url.path
     if path not in OPEN_PATHS and not path.startswith("/review/static/"):
@@ -225,11 +224,6 @@ def _outcome(status: int) -> str:
     if status >= 500:
         return "error"
     return "invalid" if status >= 400 else "ok"
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
 def _log(request: Request, status: int, seconds: float, key: str | None) -> None:

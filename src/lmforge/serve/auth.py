@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import READ_ERRORS, LmforgeError, unreadable
 
@@ -71,6 +72,12 @@ class KeyRing:
         digest = _digest(presented)
         matches = [hmac.compare_digest(digest, known) for known in (self._admin if admin else self._user)]
         return any(matches)  # every comparison is made before deciding
+
+
+def bearer(request: Any) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, or None."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
 def fingerprint(key: str) -> str:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from lmforge.data.text import word_spans
 from lmforge.records import Correction, InvalidCorrection, ReviewItem, Span
-from lmforge.serve.auth import fingerprint
+from lmforge.serve.auth import bearer, fingerprint
 
 router = APIRouter(prefix="/review")
 COOKIE = "lmforge_review"
@@ -234,8 +234,7 @@ def _item_json(queued: ReviewItem) -> dict[str, Any]:
 def _reviewer(request: Request) -> str | None:
     """Who is reviewing: the fingerprint of a valid key (Bearer header first, then the cookie),
     `anonymous` on a server without keys, None when a key is needed and missing or unknown."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    key = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else review_key(request)
+    key = bearer(request) or review_key(request)
     keys = request.app.state.keys
     if keys.enabled and not keys.check(key):
         return None

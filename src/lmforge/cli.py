@@ -47,7 +47,8 @@ app.command("label")(label_cmd)
 @guarded
 def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")] = None,
         set_: SetOpt = None, print_config: PrintOpt = False) -> None:
-    """The whole lifecycle on the built-in corpus (or corpus.sources): corpus -> model -> sample."""
+    """The whole lifecycle on the built-in corpus (or corpus.sources): data -> model -> compressed,
+    exported, served, improved and A/B-tested model, with an HTML report. Re-running resumes."""
     from lmforge.config import commented_yaml, load
     from lmforge.pipeline import RunConfig, run_pipeline
 
@@ -55,13 +56,22 @@ def run(config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML
     if print_config:
         typer.echo(commented_yaml(cfg))
         return
-    summary = run_pipeline(cfg)
-    result = summary.pretrain
-    if result.ppl_before is not None:
-        typer.echo(f"validation perplexity before training: {result.ppl_before:,.1f}")
-    typer.echo(f"validation perplexity after {result.steps} steps: {result.ppl_after:,.2f}")
-    typer.echo(f"model folder: {summary.model_dir}")
-    typer.echo(f"sample: {summary.sample}")
+    summary = run_pipeline(cfg, say=typer.echo)
+    if "pretrain" in summary.outcomes:
+        typer.echo(f"sample: {summary.outcomes['pretrain'].figures['sample']}")
+    typer.echo(f"report: {summary.report}")
+
+
+@app.command("report")
+@guarded
+def report_cmd(run_folder: Annotated[Path, typer.Argument(help="Run folder (runs/<name>).")]) -> None:
+    """Write RUN/report/index.html: one self-contained page built from the run's artifacts."""
+    from lmforge.artifacts import ArtifactError
+    from lmforge.report import build_report
+
+    if not (run_folder / "logs" / "stages.jsonl").is_file():
+        raise ArtifactError(f"{run_folder}: not a run folder of `lmforge run` (no logs/stages.jsonl)")
+    typer.echo(f"report: {build_report(run_folder)}")
 
 
 @app.command("pretrain")

@@ -7,7 +7,6 @@ SQLite file) and reach a running server only over HTTP.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -171,8 +170,7 @@ def analyze_cmd(
                                                   "analysis.png.")] = None,
 ) -> None:
     """Per variant n, means and intervals; Welch tests with Holm's correction; SRM; the decision."""
-    from lmforge.artifacts import atomic_write_json, atomic_write_text
-    from lmforge.improve.abtest import AbTestError, analyze, plot
+    from lmforge.improve.abtest import AbTestError, analyze, write_analysis
     from lmforge.improve.abtest_records import METRICS, variant_data
 
     names = [v.strip() for v in variants.split(",") if v.strip()]
@@ -187,10 +185,7 @@ def analyze_cmd(
     typer.echo(f"{extracted.requests} requests; {extracted.mixed_users} users seen in several variants "
                f"left out")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "analysis.json", {"experiment": experiment, **analysis.to_dict()})
-        atomic_write_text(out / "analysis.md", analysis.table())
-        plot(analysis, out / "analysis.png")
+        write_analysis(out, experiment, analysis)
         typer.echo(f"-> {out}/analysis.json, analysis.md, analysis.png")
 
 
@@ -208,29 +203,11 @@ def promote_cmd(
         "LMFORGE_ADMIN_KEY",
 ) -> None:
     """Make a variant the served version of the control's name (hot swap) and end the test."""
-    import httpx
-
     from lmforge.improve.abtest import AbTestError
+    from lmforge.improve.promotion import promote, winner
 
     if (analysis is None) == (variant is None):
         raise AbTestError("give exactly one of --analysis (promote its winner) or --variant")
-    if analysis is not None:
-        try:
-            decision = str(json.loads(analysis.read_text(encoding="utf-8"))["decision"])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            raise AbTestError(f"{analysis}: not an analysis.json of `lmforge abtest analyze --out` "
-                              f"({type(err).__name__}: {err})") from None
-        if not decision.startswith("promote "):
-            raise AbTestError(f"{analysis}: the decision is {decision!r}, not to promote; nothing changed")
-        variant = decision.removeprefix("promote ").strip()
-    key = os.environ.get(key_env)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/admin/experiments/{experiment}/promote",
-                              json={"variant": variant}, headers=headers, timeout=600)
-    except httpx.HTTPError as err:
-        raise AbTestError(f"{url}: cannot reach the server ({err})") from None
-    if response.status_code != 200:
-        raise AbTestError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
-    served = response.json()["serves"]
+    variant = winner(analysis) if analysis is not None else variant
+    served = promote(url, experiment, variant, os.environ.get(key_env))
     typer.echo(f"{experiment}: {variant} promoted; {served['name']} now serves version {served['version']}")

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import special
 
-from lmforge.artifacts import atomic_write_bytes
+from lmforge.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lmforge.errors import LmforgeError
 
 SRM_THRESHOLD = 0.001
@@ -392,3 +392,12 @@ def plot(analysis: Analysis, path: Path) -> None:
     finally:
         plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_analysis(out: Path, experiment: str, analysis: Analysis) -> None:
+    """The analysis as a folder: analysis.json (what promotion and the run report read), analysis.md
+    (the tables) and analysis.png (the differences with their intervals)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "analysis.json", {"experiment": experiment, **analysis.to_dict()})
+    atomic_write_text(out / "analysis.md", analysis.table())
+    plot(analysis, out / "analysis.png")

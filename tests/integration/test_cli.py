@@ -1,4 +1,5 @@
-"""The command line as a user meets it: the main job, generation, and one-line errors."""
+"""The command line as a user meets it: the first half of the main job, generation, and one-line
+errors (tests/integration/test_lifecycle.py runs the whole of `lmforge run`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from processes import run_bounded
 pytestmark = pytest.mark.slow
 TINY_RUN = ["--set", "corpus.size_mb=0.4", "--set", "tokenizer.vocab_size=1000", "--set", "train.steps=100",
             "--set", "train.batch_size=8", "--set", "train.eval_every=20", "--set", "train.peak_gflops=100",
-            "--set", "sample_tokens=12"]
+            "--set", "sample_tokens=12", "--set", "stop_after=pretrain"]
 
 
 def lmforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -35,11 +36,14 @@ def test_run_builds_the_whole_chain(quickstart):
     cwd, proc = quickstart
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
-    before = float(lines["validation perplexity before training"].replace(",", ""))
-    after = float(lines["validation perplexity after 100 steps"].replace(",", ""))
+    pretrain = next(line for line in proc.stdout.splitlines()
+                    if "] pretrain" in line and "perplexity" in line)
+    before, after = (float(x.replace(",", "")) for x in
+                     pretrain.split("validation perplexity ")[1].split(" (")[0].split(" -> "))
     assert after < before / 3
     run = cwd / "runs" / "quickstart"
     assert {p.name for p in run.iterdir()} >= {"datasets", "tokenizers", "checkpoints", "models", "logs"}
+    assert not (run / "models" / "quickstart-classify").exists()  # stop_after=pretrain
     model = run / "models" / "quickstart"
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["config"]["train"]["steps"] == 100
@@ -51,7 +55,10 @@ def test_rerun_skips_finished_stages(quickstart):
     cwd, _ = quickstart
     proc = lmforge("run", *TINY_RUN, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[tokenizer]" not in proc.stdout and "resumed from" in proc.stderr + proc.stdout
+    finished = [line for line in proc.stdout.splitlines() if "done earlier" in line]
+    stages = [line.split("]")[1].split()[0] for line in finished]
+    assert stages == ["corpus", "curate", "tokenizer", "pretrain"]
+    assert "step/s" not in proc.stderr  # nothing trained again
 
 
 def test_generate_is_reproducible_with_a_seed(quickstart):

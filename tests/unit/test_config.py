@@ -76,6 +76,10 @@ def test_every_shipped_config_loads(path):
     load(kind, path)
 
 
+def test_quickstart_yaml_spells_out_the_defaults_of_lmforge_run():
+    assert load(RunConfig, REPO / "configs" / "quickstart.yaml") == RunConfig()
+
+
 def test_commented_yaml_round_trips_and_carries_help(tmp_path):
     cfg = load(RunConfig, overrides=["train.lr=3e-4", "model.position=rotary"])
     text = commented_yaml(cfg)

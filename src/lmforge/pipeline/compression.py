@@ -19,7 +19,17 @@ from lmforge.pipeline.stages import Outcome, RunContext, complete
 
 
 def quantize_stage(ctx: RunContext) -> Outcome:
-    cfg = QuantizeConfig(model=ctx.path("finetune", "classify"), method=ctx.cfg.compress.int8_method)
+    """INT8 weights: an ONNX Runtime export folder (onnx-int8), or a torchao model folder."""
+    model, method = ctx.path("finetune", "classify"), ctx.cfg.compress.int8_method
+    if method == "onnx-int8":
+        out = ctx.root / "exports" / model.name / method
+        if not complete(out):
+            export_model(model, method, out)
+        v = json.loads((out / "verification.json").read_text(encoding="utf-8"))
+        return Outcome({"model": ctx.relative(out)},
+                       f"INT8 (ONNX Runtime): {v['size_ratio']:.2f}x smaller, argmax agreement "
+                       f"{v['argmax_agreement']:.3f} with the float model", {"verification": v})
+    cfg = QuantizeConfig(model=model, method=method)
     if not complete(cfg.output):
         quantize(cfg)
     metrics = _metrics(cfg.output)

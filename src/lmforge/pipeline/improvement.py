@@ -69,12 +69,15 @@ def ewc_stage(ctx: RunContext) -> Outcome:
         improve_train(ImproveConfig(base=base, data=ctx.path("review", "corrections") / "corrections.jsonl",
                                     ewc_lambda=s.ewc_lambda, fisher_data=tasks / "train.tsv",
                                     fisher_samples=s.fisher_samples, dev=tasks / "dev.tsv", steps=s.steps,
-                                    batch_size=s.batch_size, lr=s.lr, out=out, device=ctx.cfg.device))
+                                    batch_size=s.batch_size, lr=s.lr, out=out, device=ctx.cfg.device,
+                                    replay=tasks / "train.tsv" if s.replay_ratio else None,
+                                    replay_ratio=s.replay_ratio))
     test = tasks / "test.tsv"
     before, after = (score_file(load_bundle(m, resolve_device(ctx.cfg.device)), "classify", "classify", test)
                      ["accuracy"] for m in (base, out))
     return Outcome({"model": ctx.relative(out)}, f"test accuracy {before:.3f} -> {after:.3f} (EWC lambda "
-                   f"{s.ewc_lambda:g})", {"test_accuracy": {"before": before, "after": after}})
+                   f"{s.ewc_lambda:g}, replay {s.replay_ratio:.0%})",
+                   {"test_accuracy": {"before": before, "after": after}})
 
 
 def abtest_stage(ctx: RunContext) -> Outcome:

@@ -40,7 +40,7 @@ services:
 
 # Two workers (pytest-xdist), a test file per worker at a time: its module fixtures are built once.
 test: setup services $(TRITON_VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -107,6 +107,7 @@ def test_report_opens_in_a_browser(smoke_run):
     page = run / "report" / "index.html"
     assert f"report: {page}" in output
     html = page.read_text()
+    assert "could not show" not in html and "not run yet" not in html
     for section in ("Data funnel", "Pretraining", "Fine-tuning", "Compression", "Serving", "A/B test",
                     "Lineage"):
         assert section in html

@@ -10,8 +10,10 @@ names, each cut to its first lines. How each program runs:
   hours (what `make demo` runs, `lmforge run`, is the stand-in below);
 - `torchrun`: for real, with the multi-node placeholders filled in for one node of one process.
 Commands that read `runs/quickstart/` (what `make demo` leaves) are marked `demo_artifacts` and
-get a stand-in built once: `lmforge run` at tiny settings. A wrong flag or path in the README
-fails its command's test, as `test_a_wrong_flag_or_path_fails` shows on a changed copy.
+get a stand-in built once: `lmforge run` at tiny settings, up to pretraining (later stages' README
+commands make what they read; tests/integration/test_lifecycle.py runs all of `lmforge run`).
+A wrong flag or path in the README fails its command's test, as `test_a_wrong_flag_or_path_fails`
+shows on a changed copy.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ MODEL = ("--set model.d_model=32 --set model.d_ff=64 --set model.seq_len=16 --se
 TINY = {  # verb -> overrides appended to the README's command
     "run": "--set corpus.size_mb=0.15 --set tokenizer.vocab_size=400 --set curation.workers=1 "
            "--set train.steps=4 --set train.batch_size=4 --set train.eval_every=4 "
-           "--set train.checkpoint_every=4 --set sample_tokens=4 " + MODEL,
+           "--set train.checkpoint_every=4 --set sample_tokens=4 --set stop_after=pretrain " + MODEL,
     "tokenizer train": "--set vocab_size=400",
     "pretrain": "--set train.steps=2 --set train.batch_size=16 --set train.eval_every=2 "
                 "--set train.checkpoint_every=2 " + MODEL,

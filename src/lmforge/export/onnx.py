@@ -11,6 +11,7 @@ nothing to calibrate.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -29,17 +30,26 @@ def export_onnx(sig: Signature, path: Path) -> Path:
         }
         for spec in sig.inputs
     }
-    with torch.no_grad():
-        program = torch.onnx.export(
-            sig.module,
-            sig.cases[0],
-            None,
-            dynamo=True,
-            verbose=False,
-            input_names=[s.name for s in sig.inputs],
-            output_names=[s.name for s in sig.outputs],
-            dynamic_shapes=dynamic,
-        )
+    # The exporter warns about optional torchvision ops, deprecated pytree types and axis renames;
+    # none is about this graph, and verify.py holds the result to PyTorch on several shapes.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                sig.module,
+                sig.cases[0],
+                None,
+                dynamo=True,
+                verbose=False,
+                input_names=[s.name for s in sig.inputs],
+                output_names=[s.name for s in sig.outputs],
+                dynamic_shapes=dynamic,
+            )
+    finally:
+        exporter_log.setLevel(level)
     for node in program.model.graph.all_nodes():
         node.metadata_props.clear()  # the exporter's debug notes: source lines and paths of this machine
     program.save(str(path))

@@ -10,6 +10,7 @@ than the traced one).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,7 +20,10 @@ from lmforge.export.signature import Signature
 
 def export_torchscript(sig: Signature, path: Path) -> Path:
     """Trace `sig.module` on its example, check the trace on the other sample shapes, save it to `path`."""
-    with torch.no_grad():
+    # Tracing warns that shape checks become constants and that TorchScript is deprecated; the
+    # trace is checked on the other shapes here and held to PyTorch by verify.py.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         traced = torch.jit.trace(sig.module, sig.cases[0], check_inputs=sig.cases[1:])
     traced.save(str(path))
     return path

@@ -113,7 +113,7 @@ class CompressStage(Config):
     """Share removed."""
     prune_steps: int = Field(30, ge=0)
     """L1 fine-tuning steps before pruning."""
-    report_rounds: int = Field(3, gt=0)
+    report_rounds: int = Field(7, gt=0)
     """Interleaved timing rounds of the compression report."""
 
 

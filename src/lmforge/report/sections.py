@@ -96,9 +96,14 @@ def finetuning(data: RunData) -> Html:
 
 
 def _finetuned(data: RunData) -> Html:
-    rows = []
+    """Every fine-tuned folder once (the stage also names the random initialisation of the
+    from-scratch baseline, which has no head and no metrics, and gives some folders two keys)."""
+    rows, seen = [], set()
     for key in data.stages["finetune"].artifacts:
         folder = data.artifact("finetune", key)
+        if folder in seen or not (folder / "metrics.json").exists():
+            continue
+        seen.add(folder)
         metrics = read_json(folder / "metrics.json")
         rows.append([key, data.relative(folder), metrics.get("task"), metrics.get("steps"),
                      metrics.get("best_step"), metrics.get("dev"), metrics.get("test")])

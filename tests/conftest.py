@@ -15,6 +15,12 @@ from lmforge.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs two workers on the machine's two cores. With OpenMP's default of a thread
+    # per core each, four busy-waiting threads share two cores and training steps slow down many
+    # times over; one thread per worker (and per process a test starts) keeps each core to one.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` run wherever torch sees a CUDA device and are skipped elsewhere."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.artifacts import run_layout, write_manifest
-from lmforge.config import to_dict
+from lmforge.config import ConfigError, to_dict
 from lmforge.pipeline.build import corpus_stage, curate_stage, pretrain_stage, tokenizer_stage
 from lmforge.pipeline.compression import (
     distill_stage,
@@ -50,6 +50,9 @@ def run_pipeline(cfg: RunConfig, say=print) -> RunSummary:
     """Every stage under ROOT/NAME/ (up to cfg.stop_after), then the report of what exists."""
     from lmforge.report import build_report
 
+    names = [stage.name for stage in STAGES]
+    if cfg.stop_after is not None and cfg.stop_after not in names:
+        raise ConfigError(f"stop_after={cfg.stop_after!r}: expected one of {', '.join(names)}")
     layout = run_layout(cfg.root, cfg.name)
     ctx = RunContext(cfg, layout["root"], say)
     run_stages(STAGES, ctx)

@@ -99,10 +99,12 @@ def run_stages(stages: list[Stage], ctx: RunContext) -> None:
 
 
 def _append(root: Path, entry: dict[str, Any]) -> None:
+    """One line; after a line a kill cut short, on a line of its own (else both would be lost)."""
     log = root / STAGE_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
+    torn = log.is_file() and log.stat().st_size > 0 and not log.read_bytes().endswith(b"\n")
     with open(log, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+        handle.write(("\n" if torn else "") + json.dumps(entry) + "\n")
 
 
 def _clock(seconds: float) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from browser import check_page
+from postgres import postgres_server
 from processes import kill_tree, start_in_session
+from redis_server import running_redis
 from safetensors import safe_open
 
 from lmforge.model.bundle import load_bundle
@@ -116,9 +118,26 @@ def test_report_opens_in_a_browser(smoke_run):
 
 def test_a_killed_run_resumes_to_the_same_models(smoke_run, cli, tmp_path):
     """SIGKILL while pretraining (after its first checkpoint), then the same command again: every
-    model folder holds the same weights as the uninterrupted run's."""
+    model folder holds the same weights as the uninterrupted run's. This run logs to a real
+    PostgreSQL and caches answers in a real Redis (the reference used a SQLite file and the
+    in-process cache), so it also shows that those services serve the lifecycle unchanged."""
     reference, _ = smoke_run
-    args = ["run", "--config", str(SMOKE), "--set", f"root={tmp_path}", "--set", "device=cpu"]
+    with postgres_server() as records, running_redis(tmp_path / "redis") as redis:
+        run = killed_and_resumed(cli, tmp_path, records, redis.url)
+        with open_store(records) as store:
+            served = store.requests(model="classify")
+            assert len([r for r in served if r.experiment is None]) == 60
+            assert len(store.corrections(queue="smoke-worst")) == stage_log(run)["review"]["figures"]["mined"]
+    assert not (run / "records" / "records.db").exists()
+    for model in sorted((reference / "models").iterdir()):  # (INT8 is an ONNX export: not compared)
+        for name in WEIGHTS:
+            if (model / name).is_file():
+                assert_same_weights(model / name, run / "models" / model.name / name)
+
+
+def killed_and_resumed(cli, tmp_path: Path, records: str, redis: str) -> Path:
+    args = ["run", "--config", str(SMOKE), "--set", f"root={tmp_path}", "--set", "device=cpu",
+            "--set", f"serve.records_url={records}", "--set", f"serve.redis_url={redis}"]
     threads = str(torch.get_num_threads())  # as the reference run had: sums in the same order
     process = start_in_session([sys.executable, "-m", "lmforge", *args], cwd=tmp_path,
                                env={**os.environ, "OMP_NUM_THREADS": threads})
@@ -135,10 +154,7 @@ def test_a_killed_run_resumes_to_the_same_models(smoke_run, cli, tmp_path):
     resumed = cli(*args)
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output
-    for model in sorted((reference / "models").iterdir()):  # (INT8 is an ONNX export: not compared)
-        for name in WEIGHTS:
-            if (model / name).is_file():
-                assert_same_weights(model / name, run / "models" / model.name / name)
+    return run
 
 
 def assert_same_weights(expected: Path, actual: Path) -> None:

@@ -2,82 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
 import pytest
-import redis
-from processes import kill_tree, start_in_session
-
-READY_TIMEOUT_SECONDS = 10.0
-
-
-class RedisServer:
-    """A `redis-server` on 127.0.0.1:`port`, in memory only, that a test may `stop()` and `start()`
-    again on the same port (to check what the server does while Redis is gone and once it is back).
-    Each start is empty: nothing is saved."""
-
-    def __init__(self, executable: str, port: int, folder: Path):
-        self.executable = executable
-        self.port = port
-        self.folder = folder
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def client(self) -> redis.Redis:
-        """A plain client, for tests that look at what the server stored."""
-        return redis.Redis.from_url(self.url, socket_timeout=2.0)
-
-    def start(self) -> None:
-        """Start it (if it is not running) and wait until it answers PING."""
-        if self.process is not None:
-            return
-        log = self.folder / "redis.log"
-        command = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(self.folder), "--logfile", str(log)]
-        self.process = start_in_session(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    tail = log.read_text()[-2000:] if log.exists() else ""
-                    pytest.fail(f"redis-server on port {self.port} did not answer PING:\n{tail}")
-                time.sleep(0.02)
-            finally:
-                probe.close()
-
-    def stop(self) -> None:
-        """SIGKILL it, as a crash would: no shutdown, connections cut."""
-        if self.process is None:
-            return
-        kill_tree(self.process)
-        self.process.wait()
-        self.process = None
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        """Redis killed for the `with` block and started again (empty) after it, even if the block fails."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from redis_server import running_redis
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +11,5 @@ def redis_server(tmp_path_factory):
     """One `redis-server` for the session (`.url`, `.stop()`, `.start()`, `.down()`, `.client()`). A
     test that stops it must start it again before it ends (`with redis_server.down():` does); keys
     of different tests must differ, as nothing is flushed between them."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server not found on PATH: install Debian's redis-server package", pytrace=False)
-    server = RedisServer(executable, _free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -250,8 +250,14 @@ def test_rate_limit_429_and_full_queue_503_carry_retry_after(heads_folder, monke
             with s.client() as own:
                 return own.post("/v1/completions", json=body)
 
-        with ThreadPoolExecutor(3) as pool:  # one runs, one waits, one finds the queue full
-            answers = list(pool.map(complete, range(3)))
+        with ThreadPoolExecutor(3) as pool, s.client() as watcher:
+            running = pool.submit(complete, 0)
+            for _ in range(1200):  # it runs before the others come (sent together, two may find it waiting)
+                if metric(watcher, 'lmforge_running_sequences{model="m"}') == 1:
+                    break
+                time.sleep(0.05)
+            answers = [running, *(pool.submit(complete, i) for i in (1, 2))]  # one waits, one finds it full
+            answers = [a.result() for a in answers]
         assert sorted(a.status_code for a in answers) == [200, 200, 503]
         refused = next(a for a in answers if a.status_code == 503)
         assert refused.headers["retry-after"] == "1" and "error" in refused.json()

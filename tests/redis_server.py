@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from processes import kill_tree, start_in_session
+from processes import free_port, kill_tree, start_in_session
 
 READY_TIMEOUT_SECONDS = 10.0
 
@@ -75,11 +74,6 @@ class RedisServer:
             self.start()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @contextmanager
 def running_redis(folder: Path) -> Iterator[RedisServer]:
@@ -88,7 +82,7 @@ def running_redis(folder: Path) -> Iterator[RedisServer]:
     if executable is None:
         pytest.fail("redis-server not found on PATH: install Debian's redis-server package", pytrace=False)
     folder.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(executable, _free_port(), folder)
+    server = RedisServer(executable, free_port(), folder)
     server.start()
     try:
         yield server

@@ -12,7 +12,7 @@ from lmforge.data.curate import CurateConfig, CurationSettings, curate
 from lmforge.data.synthetic import generate_corpus, truth_scorer
 from lmforge.model import generate
 from lmforge.model.bundle import load_bundle
-from lmforge.pipeline.stages import Outcome, RunContext, complete
+from lmforge.pipeline.stages import Outcome, RunContext, complete, read_json
 from lmforge.tokenizer import (
     PackConfig,
     PackSettings,
@@ -36,7 +36,7 @@ def corpus_stage(ctx: RunContext) -> Outcome:
             generate_corpus(dataset, seed=settings.seed, size_mb=settings.size_mb)
         write_manifest(dataset, "corpus", to_dict(settings), parents=settings.sources)
     truth = dataset / "truth.json"
-    stats = json.loads(truth.read_text(encoding="utf-8"))["stats"] if truth.is_file() else {}
+    stats = read_json(truth)["stats"] if truth.is_file() else {}
     figure = (f"{stats['documents']:,} documents, {stats['bytes'] / 1e6:.1f} MB, "
               f"{len(stats['languages'])} languages" if stats else "your sources")
     return Outcome({"dataset": ctx.relative(dataset)}, figure, {"corpus": stats})
@@ -53,7 +53,7 @@ def curate_stage(ctx: RunContext) -> Outcome:
         curate(CurateConfig(name=ctx.cfg.name, sources=sources, out=curated,
                             **_fields(ctx.cfg.curation, CurationSettings)), say=ctx.say,
                scorer=truth_scorer(sources))
-    stats = json.loads((curated / "stats.json").read_text(encoding="utf-8"))
+    stats = read_json(curated / "stats.json")
     kept, total = stats["kept_documents"], stats["input_documents"]
     return Outcome({"dataset": ctx.relative(curated)}, f"{kept:,} of {total:,} documents kept",
                    {"kept": kept, "input": total, "removed_by_reason": stats["removed_by_reason"]})

@@ -3,9 +3,6 @@ by side, and exported for serving (ONNX and a Triton model repository)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from lmforge.artifacts import write_manifest
 from lmforge.compress.distill import distill
 from lmforge.compress.distill_config import DistillConfig
@@ -15,7 +12,8 @@ from lmforge.compress.quantize import QuantizeConfig, quantize
 from lmforge.compress.report import ReportConfig, compress_report
 from lmforge.config import to_dict
 from lmforge.export.run import export_model
-from lmforge.pipeline.stages import Outcome, RunContext, complete
+from lmforge.model.folder import read_model_config
+from lmforge.pipeline.stages import Outcome, RunContext, complete, read_json
 
 
 def quantize_stage(ctx: RunContext) -> Outcome:
@@ -25,7 +23,7 @@ def quantize_stage(ctx: RunContext) -> Outcome:
         out = ctx.root / "exports" / model.name / method
         if not complete(out):
             export_model(model, method, out)
-        v = json.loads((out / "verification.json").read_text(encoding="utf-8"))
+        v = read_json(out / "verification.json")
         return Outcome({"model": ctx.relative(out)},
                        f"INT8 (ONNX Runtime): {v['size_ratio']:.2f}x smaller than fp32, max abs logit "
                        f"difference {max(v['max_abs_diff'].values()):.3f} on random inputs (accuracy: "
@@ -33,7 +31,7 @@ def quantize_stage(ctx: RunContext) -> Outcome:
     cfg = QuantizeConfig(model=model, method=method)
     if not complete(cfg.output):
         quantize(cfg)
-    metrics = _metrics(cfg.output)
+    metrics = read_json(cfg.output / "metrics.json")
     size, check = metrics["size"], metrics["check"]
     return Outcome({"model": ctx.relative(cfg.output)},
                    f"INT8 {cfg.method}: {size['ratio']:.2f}x smaller, argmax agreement "
@@ -49,7 +47,7 @@ def distill_stage(ctx: RunContext) -> Outcome:
                         device=ctx.cfg.device, precision=ctx.cfg.train.precision)
     if not complete(cfg.output):
         distill(cfg, resume="auto")
-    metrics = _metrics(cfg.output)
+    metrics = read_json(cfg.output / "metrics.json")
     student, teacher = metrics["dev"]["accuracy"], metrics["teacher"]["dev"]["accuracy"]
     return Outcome({"model": ctx.relative(cfg.output)},
                    f"{s.student_layers}-layer student: dev accuracy {student:.3f} (teacher {teacher:.3f}), "
@@ -64,7 +62,7 @@ def prune_stage(ctx: RunContext) -> Outcome:
                       batch_size=ctx.cfg.finetune.batch_size, device=ctx.cfg.device)
     if not complete(cfg.output):
         prune(cfg)
-    m = _metrics(cfg.output)
+    m = read_json(cfg.output / "metrics.json")
     before, after = (m["dev"][when][m["metric"]] for when in ("before", "after"))
     return Outcome({"model": ctx.relative(cfg.output)},
                    f"{s.prune_mode} {m['sparsity']:.0%} pruned: parameters {m['parameters']['before']:,} -> "
@@ -82,7 +80,7 @@ def report_stage(ctx: RunContext) -> Outcome:
                            rounds=ctx.cfg.compress.report_rounds)
         compress_report(cfg)
         write_manifest(out, "compress-report", to_dict(cfg), parents=cfg.models)  # last: the folder is whole
-    rows = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    rows = read_json(out / "report.json")
     base = rows[0]
     figure = "; ".join(f"{r['name']} {base['latency_ms']['1'] / r['latency_ms']['1']:.2f}x faster, "
                        f"accuracy {r['quality']['accuracy']:.3f}" for r in rows[1:])
@@ -98,7 +96,7 @@ def export_stage(ctx: RunContext) -> Outcome:
         out = ctx.root / "exports" / model.name / fmt
         if not complete(out):
             export_model(model, fmt, out)
-        figures = json.loads((out / "verification.json").read_text(encoding="utf-8"))
+        figures = read_json(out / "verification.json")
         diffs[fmt] = max(v for f in figures.get("models", {fmt: figures}).values()
                          for v in f["max_abs_diff"].values())
         artifacts[fmt] = ctx.relative(out)
@@ -108,9 +106,5 @@ def export_stage(ctx: RunContext) -> Outcome:
 
 def _architecture(ctx: RunContext) -> dict:
     """The pretrained model's own shape fields a preset student would otherwise take from the preset."""
-    config = json.loads((ctx.path("pretrain", "model") / "config.json").read_text(encoding="utf-8"))
-    return {k: config[k] for k in ("d_model", "n_heads", "d_ff", "position") if k in config}
-
-
-def _metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    config = read_model_config(ctx.path("pretrain", "model"))
+    return {k: getattr(config, k) for k in ("d_model", "n_heads", "d_ff", "position")}

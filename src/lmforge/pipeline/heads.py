@@ -3,18 +3,16 @@ from scratch (the baseline pretraining has to beat), and multi-task fine-tuning 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from lmforge.artifacts import atomic_dir, atomic_write_text, write_manifest
+from lmforge.artifacts import atomic_dir, atomic_write_text, read_manifest, write_manifest
 from lmforge.config import ConfigError, to_dict
 from lmforge.model.folder import read_model_config, save_model_folder
 from lmforge.model.xl import Transformer
-from lmforge.pipeline.stages import Outcome, RunContext, complete
+from lmforge.pipeline.stages import Outcome, RunContext, complete, read_json
 from lmforge.train.finetune import dev_metric, finetune
 from lmforge.train.finetune_config import FinetuneConfig, MultitaskConfig, TaskSettings
 from lmforge.train.multitask import multitask
@@ -32,7 +30,7 @@ def tasks_stage(ctx: RunContext) -> Outcome:
         if not complete(folder):
             _split(task, source, folder, ext, ctx)
         artifacts[task] = ctx.relative(folder)
-        figures[task] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["sizes"]
+        figures[task] = read_manifest(folder)["sizes"]
     c, n = figures["classify"], figures["ner"]
     return Outcome(artifacts, f"classify {c['train']}/{c['dev']}/{c['test']} (+{c['traffic']} traffic), "
                    f"NER {n['train']}/{n['dev']}/{n['test']} sentences (train/dev/test)", figures)
@@ -82,7 +80,7 @@ def finetune_stage(ctx: RunContext) -> Outcome:
             for init, source in (("pretrained", pretrained), ("scratch", scratch)):
                 folder = _finetuned(ctx, source, task, budget)
                 artifacts[f"{init}-{task}" + (f"-{budget}" if budget else "")] = ctx.relative(folder)
-                scores[init] = _metrics(folder)["test"][dev_metric(task, 1)]
+                scores[init] = read_json(folder / "metrics.json")["test"][dev_metric(task, 1)]
             examples = budget or ctx.outcomes["tasks"].figures[task]["train"]
             comparison.append({"task": task, "metric": dev_metric(task, 1), "examples": examples, **scores})
     artifacts["classify"], artifacts["ner"] = artifacts["pretrained-classify"], artifacts["pretrained-ner"]
@@ -133,14 +131,10 @@ def multitask_stage(ctx: RunContext) -> Outcome:
                                   batch_size=s.batch_size, lr=s.lr, eval_every=s.eval_every,
                                   balancer=s.balancer, device=ctx.cfg.device,
                                   precision=ctx.cfg.train.precision), resume="auto")
-    metrics = _metrics(out)
+    metrics = read_json(out / "metrics.json")
     dev = {head: metrics["dev"][head][dev_metric(head, 1)] for head in ("classify", "ner", "embed")}
     weights = ", ".join(f"{k} {v:.2f}" for k, v in metrics["weights"].items())
     return Outcome({"model": ctx.relative(out)},
                    f"dev classify acc {dev['classify']:.3f}, NER F1 {dev['ner']:.3f}, embed recall@1 "
                    f"{dev['embed']:.3f}; task weights {weights}",
                    {"dev": metrics["dev"], "weights": metrics["weights"]})
-
-
-def _metrics(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lmforge.artifacts import atomic_dir, atomic_write_json, write_manifest
+from lmforge.artifacts import atomic_dir, atomic_write_json, read_manifest, write_manifest
 from lmforge.device import resolve_device
 from lmforge.improve.abtest import analyze, write_analysis
 from lmforge.improve.abtest_records import METRICS, variant_data
@@ -18,7 +18,7 @@ from lmforge.improve.incremental import ImproveConfig, improve_train
 from lmforge.improve.mine import mine
 from lmforge.improve.promotion import promote
 from lmforge.model.bundle import load_bundle
-from lmforge.pipeline.stages import Outcome, RunContext, complete
+from lmforge.pipeline.stages import Outcome, RunContext, complete, read_json
 from lmforge.pipeline.traffic import labelled_rows, records_url, serving
 from lmforge.records import Correction, open_store
 from lmforge.train.finetune import score_file
@@ -52,7 +52,7 @@ def review_stage(ctx: RunContext) -> Outcome:
                                extra={"mined": report.queued, "considered": report.considered,
                                       "negative_feedback": report.negative_feedback, "corrections": n,
                                       "changed": changed})
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(out)
     figures = {k: manifest[k] for k in ("mined", "considered", "negative_feedback", "corrections", "changed")}
     return Outcome({"corrections": ctx.relative(out)},
                    f"{figures['mined']} of {figures['considered']} answers reviewed "
@@ -86,8 +86,8 @@ def abtest_stage(ctx: RunContext) -> Outcome:
     out = ctx.root / "abtest"
     if not complete(out):
         _abtest(ctx, out)
-    analysis = json.loads((out / "analysis.json").read_text(encoding="utf-8"))
-    promotion = json.loads((out / "promotion.json").read_text(encoding="utf-8"))
+    analysis = read_json(out / "analysis.json")
+    promotion = read_json(out / "promotion.json")
     rating = {e["variant"]: e["mean"] for e in analysis["estimates"] if e["metric"] == "rating"}
     means = ", ".join(f"{v} {m:+.3f}" for v, m in rating.items())
     return Outcome({"abtest": ctx.relative(out)},

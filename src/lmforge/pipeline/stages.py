@@ -55,6 +55,11 @@ class Stage:
     run: Callable[[RunContext], Outcome]
 
 
+def read_json(path: Path) -> Any:
+    """An artifact's JSON file (a stage reads its figures back from what it wrote)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def complete(path: Path) -> bool:
     """A folder artifact with its manifest, or a file artifact that exists."""
     return (path / MANIFEST).is_file() if path.is_dir() else path.is_file()
@@ -102,7 +107,11 @@ def _append(root: Path, entry: dict[str, Any]) -> None:
     """One line; after a line a kill cut short, on a line of its own (else both would be lost)."""
     log = root / STAGE_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
-    torn = log.is_file() and log.stat().st_size > 0 and not log.read_bytes().endswith(b"\n")
+    torn = False
+    if log.is_file() and log.stat().st_size > 0:
+        with open(log, "rb") as handle:
+            handle.seek(-1, 2)
+            torn = handle.read(1) != b"\n"
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(("\n" if torn else "") + json.dumps(entry) + "\n")
 

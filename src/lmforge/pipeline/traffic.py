@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from lmforge.artifacts import atomic_dir, atomic_write_json, atomic_write_text, write_manifest
-from lmforge.pipeline.stages import Outcome, RunContext, complete
+from lmforge.pipeline.stages import Outcome, RunContext, complete, read_json
 from lmforge.serve.background import BackgroundServer, free_port
 from lmforge.serve.settings import ServeSettings
 
@@ -86,7 +86,7 @@ def serve_stage(ctx: RunContext) -> Outcome:
     out = ctx.root / "serving"
     if not complete(out):
         _serve(ctx, out)
-    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(out / "metrics.json")
     lat = metrics["latency_ms"]
     return Outcome({"serving": ctx.relative(out)},
                    f"{metrics['requests']} requests at {metrics['throughput_rps']:.1f} req/s, P50 "
